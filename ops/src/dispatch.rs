@@ -1,0 +1,51 @@
+//! Typed access to Candle's CPU storage for the float types the ops support.
+
+use candle_core::{CpuStorage, Layout, Result, WithDType};
+use num_traits::Float;
+
+/// A float element the CPU kernels are written for (f32, f64, f16, bf16).
+pub(crate) trait Elem: WithDType + Float + Send + Sync {}
+impl<T: WithDType + Float + Send + Sync> Elem for T {}
+
+/// The contiguous slice of `layout` in `storage`, or an error naming `op` if the layout has
+/// gaps (the public wrappers make their inputs contiguous first).
+pub(crate) fn contiguous<'a, T: WithDType>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [T]> {
+    let data = storage.as_slice::<T>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Runs a generic kernel `$f::<T>(args…)` for the element type of `$storage` and wraps the
+/// returned `Vec<T>` back into a `CpuStorage`.
+macro_rules! dispatch_float {
+    ($op:expr, $storage:expr, |$t:ident| $body:expr) => {{
+        use candle_core::backend::BackendStorage as _;
+        use candle_core::{CpuStorage, WithDType};
+        match $storage {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            CpuStorage::F16(_) => {
+                type $t = half::f16;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            CpuStorage::BF16(_) => {
+                type $t = half::bf16;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            other => candle_core::bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
+        }
+    }};
+}
+pub(crate) use dispatch_float;

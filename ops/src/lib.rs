@@ -1,0 +1,23 @@
+//! Candle custom ops, each with its gradient, that training the paper's CNNs needs and that
+//! Candle 0.11 lacks or gets wrong.
+//!
+//! - [`conv2d`]: 2-D convolution as im2col + matmul, whose input gradient is exact for any
+//!   input size (Candle's own `conv2d` backward assumes H and W share parity).
+//! - [`max_pool2d`] and [`avg_pool2d`]: pooling with padding, `ceil_mode` and
+//!   `count_include_pad`, with a backward for any kernel and stride (the 3×3/2 stem max-pool
+//!   of ResNet, the 2×2 `ceil_mode` average-pool shortcut of ResNet-D).
+//! - [`global_avg_pool`]: the classifier's pooling.
+//!
+//! Every op is checked against finite differences by [`gradcheck`]. This crate knows nothing
+//! about models; it is the layer under `zoo`.
+
+mod conv;
+mod dispatch;
+pub mod gradcheck;
+mod im2col;
+mod pool;
+mod shape;
+
+pub use conv::{conv2d, Conv2dParams};
+pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dParams};
+pub use shape::pool_output_size;

@@ -1,0 +1,423 @@
+//! Max and average pooling with padding, `ceil_mode` and `count_include_pad`, and their
+//! gradients for any kernel and stride; global average pooling.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use crate::dispatch::{contiguous, dispatch_float, Elem};
+use crate::shape::pool_output_size;
+use num_traits::Zero as _;
+
+/// Hyper-parameters of a 2-D pooling window, with PyTorch's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub kernel: usize,
+    pub stride: usize,
+    /// Implicit padding on every side: −∞ for max pooling, zeros for average pooling.
+    pub padding: usize,
+    /// Let the last window hang over the right/bottom edge instead of dropping it.
+    pub ceil_mode: bool,
+    /// Average pooling only: divide by the window size including padding (`true`) or by the
+    /// number of real pixels under the window (`false`).
+    pub count_include_pad: bool,
+}
+
+impl Pool2dParams {
+    /// A `kernel × kernel` window moved by `stride`, no padding, floor mode, padding counted.
+    pub fn new(kernel: usize, stride: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding: 0,
+            ceil_mode: false,
+            count_include_pad: true,
+        }
+    }
+
+    /// The same window with `padding` on every side.
+    pub fn padding(self, padding: usize) -> Self {
+        Self { padding, ..self }
+    }
+
+    /// The same window in ceil mode.
+    pub fn ceil_mode(self, ceil_mode: bool) -> Self {
+        Self { ceil_mode, ..self }
+    }
+
+    /// The same window with `count_include_pad` set.
+    pub fn count_include_pad(self, count_include_pad: bool) -> Self {
+        Self {
+            count_include_pad,
+            ..self
+        }
+    }
+
+    fn geometry(&self, h: usize, w: usize) -> Result<Geometry> {
+        if self.kernel == 0 || self.stride == 0 || 2 * self.padding > self.kernel {
+            candle_core::bail!(
+                "pool2d: kernel {} stride {} padding {} (padding may be at most half the kernel)",
+                self.kernel,
+                self.stride,
+                self.padding
+            );
+        }
+        let size = |len| {
+            pool_output_size(
+                len,
+                self.kernel,
+                self.stride,
+                self.padding,
+                1,
+                self.ceil_mode,
+            )
+        };
+        match (size(h), size(w)) {
+            (Some(oh), Some(ow)) => Ok(Geometry {
+                p: *self,
+                h,
+                w,
+                oh,
+                ow,
+            }),
+            _ => candle_core::bail!(
+                "pool2d: a {0}x{0} window with padding {1} does not fit a {h}x{w} input",
+                self.kernel,
+                self.padding
+            ),
+        }
+    }
+}
+
+/// A pooling window placed over an input of known size.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    p: Pool2dParams,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// The rows or columns under one window, clipped to the input, and the window's length
+/// clipped to the padded input (the average's divisor when padding counts).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    padded_len: usize,
+}
+
+impl Geometry {
+    fn span(&self, o: usize, len: usize) -> Span {
+        let start = (o * self.p.stride) as isize - self.p.padding as isize;
+        let padded_end = (start + self.p.kernel as isize).min((len + self.p.padding) as isize);
+        let end = padded_end.min(len as isize);
+        Span {
+            start: start.max(0) as usize,
+            end: end.max(0) as usize,
+            padded_len: (padded_end - start) as usize,
+        }
+    }
+
+    fn divisor(&self, ys: Span, xs: Span) -> usize {
+        if self.p.count_include_pad {
+            ys.padded_len * xs.padded_len
+        } else {
+            (ys.end - ys.start) * (xs.end - xs.start)
+        }
+    }
+
+    fn out_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+}
+
+/// The position (flat index within the plane) of the first maximum under each window, as
+/// PyTorch picks it; a window entirely in padding cannot occur (padding ≤ kernel / 2).
+fn argmax_plane<T: Elem>(img: &[T], g: &Geometry, mut visit: impl FnMut(usize, usize)) {
+    for oy in 0..g.oh {
+        let ys = g.span(oy, g.h);
+        for ox in 0..g.ow {
+            let xs = g.span(ox, g.w);
+            let mut best = ys.start * g.w + xs.start;
+            let mut best_val = T::neg_infinity();
+            for y in ys.start..ys.end {
+                for x in xs.start..xs.end {
+                    let v = img[y * g.w + x];
+                    if v > best_val || v.is_nan() {
+                        best_val = v;
+                        best = y * g.w + x;
+                        if v.is_nan() {
+                            break;
+                        }
+                    }
+                }
+            }
+            visit(oy * g.ow + ox, best);
+        }
+    }
+}
+
+struct MaxPool(Geometry);
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max_pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, _, _) = l.shape().dims4()?;
+        let g = self.0;
+        let out = dispatch_float!("max_pool2d", s, |T| {
+            let x = contiguous::<T>(s, l, "max_pool2d")?;
+            let mut out = vec![T::zero(); n * c * g.out_plane()];
+            out.par_chunks_mut(g.out_plane())
+                .zip(x.par_chunks(g.in_plane()))
+                .for_each(|(dst, img)| argmax_plane(img, &g, |o, i| dst[o] = img[i]));
+            Ok::<_, candle_core::Error>(out)
+        })?;
+        Ok((out, Shape::from((n, c, g.oh, g.ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPoolGrad(self.0))?;
+        Ok(Some(grad))
+    }
+}
+
+/// Routes each output gradient to the input position that won its window.
+struct MaxPoolGrad(Geometry);
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "max_pool2d_backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, _, _) = l1.shape().dims4()?;
+        let g = self.0;
+        let out = dispatch_float!("max_pool2d_backward", s1, |T| {
+            let x = contiguous::<T>(s1, l1, "max_pool2d_backward")?;
+            let dy = contiguous::<T>(s2, l2, "max_pool2d_backward")?;
+            let mut dx = vec![T::zero(); x.len()];
+            dx.par_chunks_mut(g.in_plane())
+                .zip(x.par_chunks(g.in_plane()))
+                .zip(dy.par_chunks(g.out_plane()))
+                .for_each(|((dst, img), grad)| {
+                    argmax_plane(img, &g, |o, i| dst[i] = dst[i] + grad[o])
+                });
+            Ok::<_, candle_core::Error>(dx)
+        })?;
+        Ok((out, Shape::from((n, c, g.h, g.w))))
+    }
+}
+
+struct AvgPool(Geometry);
+
+impl CustomOp1 for AvgPool {
+    fn name(&self) -> &'static str {
+        "avg_pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, _, _) = l.shape().dims4()?;
+        let g = self.0;
+        let out = dispatch_float!("avg_pool2d", s, |T| {
+            let x = contiguous::<T>(s, l, "avg_pool2d")?;
+            let mut out = vec![T::zero(); n * c * g.out_plane()];
+            out.par_chunks_mut(g.out_plane())
+                .zip(x.par_chunks(g.in_plane()))
+                .for_each(|(dst, img)| {
+                    for oy in 0..g.oh {
+                        let ys = g.span(oy, g.h);
+                        for ox in 0..g.ow {
+                            let xs = g.span(ox, g.w);
+                            let mut sum = T::zero();
+                            for y in ys.start..ys.end {
+                                for x in xs.start..xs.end {
+                                    sum = sum + img[y * g.w + x];
+                                }
+                            }
+                            let div = T::from_f64(g.divisor(ys, xs) as f64);
+                            dst[oy * g.ow + ox] = sum / div;
+                        }
+                    }
+                });
+            Ok::<_, candle_core::Error>(out)
+        })?;
+        Ok((out, Shape::from((n, c, g.oh, g.ow))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            grad_res
+                .contiguous()?
+                .apply_op1_no_bwd(&AvgPoolGrad(self.0))?,
+        ))
+    }
+}
+
+/// Spreads each output gradient evenly over the pixels its window averaged.
+struct AvgPoolGrad(Geometry);
+
+impl CustomOp1 for AvgPoolGrad {
+    fn name(&self) -> &'static str {
+        "avg_pool2d_backward"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, _, _) = l.shape().dims4()?;
+        let g = self.0;
+        let out = dispatch_float!("avg_pool2d_backward", s, |T| {
+            let dy = contiguous::<T>(s, l, "avg_pool2d_backward")?;
+            let mut dx = vec![T::zero(); n * c * g.in_plane()];
+            dx.par_chunks_mut(g.in_plane())
+                .zip(dy.par_chunks(g.out_plane()))
+                .for_each(|(dst, grad)| {
+                    for oy in 0..g.oh {
+                        let ys = g.span(oy, g.h);
+                        for ox in 0..g.ow {
+                            let xs = g.span(ox, g.w);
+                            let div = T::from_f64(g.divisor(ys, xs) as f64);
+                            let share = grad[oy * g.ow + ox] / div;
+                            for y in ys.start..ys.end {
+                                for x in xs.start..xs.end {
+                                    dst[y * g.w + x] = dst[y * g.w + x] + share;
+                                }
+                            }
+                        }
+                    }
+                });
+            Ok::<_, candle_core::Error>(dx)
+        })?;
+        Ok((out, Shape::from((n, c, g.h, g.w))))
+    }
+}
+
+/// Max pooling of `x: (N, C, H, W)`; padding is −∞, so it never wins a window.
+pub fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    x.contiguous()?.apply_op1(MaxPool(p.geometry(h, w)?))
+}
+
+/// Average pooling of `x: (N, C, H, W)` (`torch.nn.functional.avg_pool2d`).
+pub fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    x.contiguous()?.apply_op1(AvgPool(p.geometry(h, w)?))
+}
+
+/// Global average pooling: `(N, C, H, W)` to `(N, C)`.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h * w))?.mean(D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{check_gradients, uniform};
+    use candle_core::{DType, Device};
+
+    fn input(h: usize, w: usize) -> Tensor {
+        uniform(&[2, 3, h, w], 11, &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F64))
+            .unwrap()
+    }
+
+    #[test]
+    fn max_pool_picks_window_maximum() -> Result<()> {
+        let x = Tensor::arange(0f32, 16., &Device::Cpu)?.reshape((1, 1, 4, 4))?;
+        let y = max_pool2d(&x, Pool2dParams::new(3, 2).padding(1))?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [5., 7., 13., 15.]);
+        Ok(())
+    }
+
+    #[test]
+    fn avg_pool_ceil_mode_excluding_padding() -> Result<()> {
+        // 3x3 input, 2x2/2 ceil mode: the right and bottom windows are partial.
+        let x = Tensor::arange(1f32, 10., &Device::Cpu)?.reshape((1, 1, 3, 3))?;
+        let p = Pool2dParams::new(2, 2)
+            .ceil_mode(true)
+            .count_include_pad(false);
+        let y = avg_pool2d(&x, p)?;
+        // [[1,2],[4,5]] -> 3; [[3],[6]] -> 4.5; [[7,8]] -> 7.5; [[9]] -> 9.
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [3., 4.5, 7.5, 9.]);
+        // With count_include_pad the partial windows still divide by the clipped window
+        // length only (PyTorch counts explicit padding, not the ceil overhang).
+        let y = avg_pool2d(&x, p.count_include_pad(true))?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [3., 4.5, 7.5, 9.]);
+        Ok(())
+    }
+
+    #[test]
+    fn avg_pool_counts_explicit_padding() -> Result<()> {
+        let x = Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu)?;
+        let p = Pool2dParams::new(3, 1).padding(1);
+        let y = avg_pool2d(&x, p)?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [4. / 9.; 4]);
+        let y = avg_pool2d(&x, p.count_include_pad(false))?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [1.; 4]);
+        Ok(())
+    }
+
+    #[test]
+    fn max_pool_gradients() -> Result<()> {
+        for (h, w, p) in [
+            (9, 8, Pool2dParams::new(3, 2).padding(1)),
+            (7, 7, Pool2dParams::new(3, 2).ceil_mode(true)),
+            (6, 5, Pool2dParams::new(2, 2)),
+            (5, 6, Pool2dParams::new(3, 1).padding(1)),
+        ] {
+            check_gradients(&[input(h, w)], |v| max_pool2d(&v[0], p), 1e-6, 1e-6)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn avg_pool_gradients() -> Result<()> {
+        for (h, w, p) in [
+            (
+                7,
+                6,
+                Pool2dParams::new(2, 2)
+                    .ceil_mode(true)
+                    .count_include_pad(false),
+            ),
+            (9, 8, Pool2dParams::new(3, 2).padding(1)),
+            (
+                5,
+                7,
+                Pool2dParams::new(3, 2)
+                    .padding(1)
+                    .ceil_mode(true)
+                    .count_include_pad(false),
+            ),
+            (6, 6, Pool2dParams::new(2, 1)),
+        ] {
+            check_gradients(&[input(h, w)], |v| avg_pool2d(&v[0], p), 1e-6, 1e-6)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn global_avg_pool_gradients() -> Result<()> {
+        check_gradients(&[input(5, 3)], |v| global_avg_pool(&v[0]), 1e-6, 1e-6)
+    }
+
+    #[test]
+    fn rejects_window_larger_than_input() {
+        let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        let err = max_pool2d(&x, Pool2dParams::new(3, 2)).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    }
+}
