@@ -1,1 +1,41 @@
+//! The architectures of the paper in timm's tensor names, and their weights.
+//!
+//! - [`resnet`]: ResNet-18…152 in the paper's variants (Section 4, Figure 2): the original
+//!   ResNet, ResNet-B, -C, -D and timm's -S, as one builder configured by [`ResNetConfig`].
+//! - [`models`]: the table from model names (`resnet50d`, …) to configurations, with
+//!   parameter counts and multiply-accumulates.
+//! - [`weights`]: loading timm/safetensors checkpoints strictly and saving ours atomically.
+//! - [`init`]: the paper's initialisation (Section 2.1).
+//! - [`registry`]: the versioned registry of published checkpoints (`weights.toml`).
+//!
+//! Models know nothing about training: they expose `forward_t(x, train)` and their
+//! parameters live in a [`candle_nn::VarMap`] whose names are the checkpoint's names.
 
+mod error;
+pub mod init;
+pub mod layers;
+pub mod models;
+pub mod registry;
+pub mod resnet;
+pub mod weights;
+
+pub use error::{Result, ZooError};
+pub use models::{create_model, ModelSpec, MODEL_NAMES};
+pub use resnet::{ResNet, ResNetConfig, ResNetVariant};
+
+use candle_core::Tensor;
+
+/// An image classifier of the zoo: what the CLI, the trainer and the transfer heads use.
+pub trait Classifier: Send + Sync {
+    /// Logits `(N, num_classes)` for images `(N, 3, H, W)`, or pooled features
+    /// `(N, num_features)` when the model was built with `num_classes = 0`. `train` selects
+    /// batch statistics (and updates the running ones) in batch norm.
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+
+    /// The outputs of the four stages (C2…C5 in detection terms), for the transfer heads.
+    fn forward_features(&self, x: &Tensor, train: bool) -> candle_core::Result<Vec<Tensor>>;
+
+    /// Multiply-accumulates of one forward pass on a single `h × w` image (convolutions and
+    /// the classifier, as timm and the paper count them).
+    fn macs(&self, h: usize, w: usize) -> u64;
+}

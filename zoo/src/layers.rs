@@ -1,0 +1,323 @@
+//! The building blocks of the zoo's CNNs: bias-free convolution, batch norm that trains, and
+//! the classifier. Each is built from a [`VarBuilder`] whose path is the tensor's name.
+
+use candle_core::{DType, Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+use ops::Conv2dParams;
+
+/// A bias-free 2-D convolution (`torch.nn.Conv2d(..., bias=False)`), running on
+/// [`ops::conv2d`].
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    params: Conv2dParams,
+}
+
+impl Conv2d {
+    /// Registers `weight: (c_out, c_in / groups, k, k)` under `vb`. Its values are set by
+    /// [`crate::init::xavier_uniform`] or by loading a checkpoint.
+    pub fn new(
+        vb: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        params: Conv2dParams,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (c_out, c_in / params.groups, kernel, kernel),
+            "weight",
+            Init::Const(0.),
+        )?;
+        Ok(Self { weight, params })
+    }
+
+    /// The convolution of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d(x, &self.weight, self.params)
+    }
+
+    /// Output size and multiply-accumulates for one `h × w` input.
+    pub fn macs(&self, h: usize, w: usize) -> (usize, usize, u64) {
+        let (c_out, c_in_group, kh, kw) = self.weight.dims4().unwrap_or((0, 0, 1, 1));
+        let (oh, ow) = self.params.output_size(h, w, kh, kw).unwrap_or((0, 0));
+        (oh, ow, (c_out * oh * ow * c_in_group * kh * kw) as u64)
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+/// Names of the batch-norm buffers: state that checkpoints carry but optimisers never touch.
+pub const BN_BUFFERS: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
+
+/// Whether the variable `name` is a batch-norm buffer rather than a trainable parameter.
+pub fn is_buffer(name: &str) -> bool {
+    BN_BUFFERS
+        .iter()
+        .any(|b| name.rsplit('.').next() == Some(b))
+}
+
+/// Batch normalisation over `(N, C, H, W)` that trains (batch statistics, running averages
+/// updated with `momentum`) and evaluates (running statistics), as `torch.nn.BatchNorm2d`.
+///
+/// When `frozen`, it always uses the running statistics and passes no gradient to γ and β:
+/// the usual setting for detection backbones fine-tuned with small batches.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    num_batches_tracked: Tensor,
+    eps: f64,
+    momentum: f64,
+    frozen: bool,
+}
+
+/// Settings shared by every batch norm of a network.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance (1e-5 in PyTorch; 1e-3 in Inception-V3).
+    pub eps: f64,
+    /// Weight of the new batch in the running averages (PyTorch's 0.1).
+    pub momentum: f64,
+    /// Use running statistics even in training, and train neither γ nor β.
+    pub frozen: bool,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        Self {
+            eps: 1e-5,
+            momentum: 0.1,
+            frozen: false,
+        }
+    }
+}
+
+impl BatchNorm2d {
+    /// Registers γ (`weight`, initialised to `gamma_init`), β (`bias`), the running
+    /// statistics and `num_batches_tracked` for `channels` channels under `vb`.
+    pub fn new(
+        vb: VarBuilder,
+        channels: usize,
+        gamma_init: f64,
+        cfg: BatchNormConfig,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(channels, "weight", Init::Const(gamma_init))?,
+            bias: vb.get_with_hints(channels, "bias", Init::Const(0.))?,
+            running_mean: vb.get_with_hints(channels, "running_mean", Init::Const(0.))?,
+            running_var: vb.get_with_hints(channels, "running_var", Init::Const(1.))?,
+            num_batches_tracked: vb.get_with_hints_dtype(
+                (),
+                "num_batches_tracked",
+                Init::Const(0.),
+                DType::I64,
+            )?,
+            eps: cfg.eps,
+            momentum: cfg.momentum,
+            frozen: cfg.frozen,
+        })
+    }
+
+    fn per_channel(t: &Tensor) -> Result<Tensor> {
+        t.reshape((1, (), 1, 1))
+    }
+
+    /// Normalises `x`; in training (and not frozen), with the batch's statistics, updating
+    /// the running ones when they are variables.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let dtype = x.dtype();
+        // Statistics in f32 (f64 for f64 inputs) whatever the compute dtype (Section 3.2).
+        let stat = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        if !train || self.frozen {
+            let (weight, bias) = if self.frozen {
+                (self.weight.detach(), self.bias.detach())
+            } else {
+                (self.weight.clone(), self.bias.clone())
+            };
+            let inv_std = (self.running_var.to_dtype(stat)? + self.eps)?.sqrt()?.recip()?;
+            let scale = weight.to_dtype(stat)?.mul(&inv_std)?;
+            let shift = bias.to_dtype(stat)?.sub(&self.running_mean.to_dtype(stat)?.mul(&scale)?)?;
+            let scale = Self::per_channel(&scale.to_dtype(dtype)?)?;
+            let shift = Self::per_channel(&shift.to_dtype(dtype)?)?;
+            return x.broadcast_mul(&scale)?.broadcast_add(&shift);
+        }
+        let (n, _, h, w) = x.dims4()?;
+        let count = n * h * w;
+        if count < 2 {
+            candle_core::bail!("batch norm in training needs more than one value per channel, got input {:?}", x.dims());
+        }
+        let xs = x.to_dtype(stat)?;
+        let mean = xs.mean_keepdim((0, 2, 3))?;
+        let centred = xs.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+        let inv_std = (var.clone() + self.eps)?.sqrt()?.recip()?;
+        let scale = inv_std.broadcast_mul(&Self::per_channel(&self.weight.to_dtype(stat)?)?)?;
+        let y = centred
+            .broadcast_mul(&scale)?
+            .broadcast_add(&Self::per_channel(&self.bias.to_dtype(stat)?)?)?
+            .to_dtype(dtype)?;
+        self.update_running_stats(&mean, &var, count)?;
+        Ok(y)
+    }
+
+    fn update_running_stats(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
+        if !self.running_mean.is_variable() {
+            return Ok(()); // Weights loaded read-only: nothing to update.
+        }
+        let m = self.momentum;
+        let mean = mean.detach().flatten_all()?;
+        // PyTorch keeps the unbiased variance in the running average.
+        let unbiased = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?;
+        let update = |running: &Tensor, batch: &Tensor| -> Result<()> {
+            let new = ((running.to_dtype(batch.dtype())? * (1. - m))? + (batch * m)?)?
+                .to_dtype(running.dtype())?;
+            Var::from_tensor(running)?.set(&new)
+        };
+        update(&self.running_mean, &mean)?;
+        update(&self.running_var, &unbiased)?;
+        let tracked = (self.num_batches_tracked.to_dtype(DType::F64)? + 1.)?.to_dtype(DType::I64)?;
+        Var::from_tensor(&self.num_batches_tracked)?.set(&tracked)
+    }
+}
+
+/// A convolution followed by batch norm: the unit every ResNet layer is made of.
+#[derive(Debug, Clone)]
+pub struct ConvBn {
+    pub conv: Conv2d,
+    pub bn: BatchNorm2d,
+}
+
+impl ConvBn {
+    /// `bn(conv(x))`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+
+    /// Output size and multiply-accumulates for one `h × w` input, counting batch norm as
+    /// one per output element (fvcore's rule, which timm's published GMACs follow).
+    pub fn macs(&self, h: usize, w: usize) -> (usize, usize, u64) {
+        let (oh, ow, conv) = self.conv.macs(h, w);
+        (oh, ow, conv + (self.conv.out_channels() * oh * ow) as u64)
+    }
+}
+
+/// The classifier: a fully-connected layer on pooled features (`fc` in timm).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// Registers `weight: (out, in)` (Xavier-initialised later) and a zero `bias`.
+    pub fn new(vb: VarBuilder, inputs: usize, outputs: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints((outputs, inputs), "weight", Init::Const(0.))?,
+            bias: vb.get_with_hints(outputs, "bias", Init::Const(0.))?,
+        })
+    }
+
+    /// `x · Wᵀ + b` for `x: (N, in)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+
+    /// Multiply-accumulates per sample.
+    pub fn macs(&self) -> u64 {
+        self.weight.elem_count() as u64
+    }
+}
+
+/// ReLU.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    x.relu()
+}
+
+/// Flattens pooled `(N, C, 1, 1)` features or leaves `(N, C)` as is.
+pub fn flatten(x: &Tensor) -> Result<Tensor> {
+    x.flatten_from(D::Minus(x.rank().saturating_sub(1).max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+    use ops::gradcheck::{check_gradients, uniform};
+
+    fn bn(vm: &VarMap, dtype: DType) -> BatchNorm2d {
+        let vb = VarBuilder::from_varmap(vm, dtype, &Device::Cpu);
+        BatchNorm2d::new(vb.pp("bn"), 3, 1.0, BatchNormConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn training_normalises_and_updates_running_stats() -> Result<()> {
+        let vm = VarMap::new();
+        let layer = bn(&vm, DType::F32);
+        // Channel 0 holds 1, 2, 3, 4 (mean 2.5, biased var 1.25, unbiased 5/3).
+        let x = Tensor::new(&[1f32, 2., 3., 4.], &Device::Cpu)?
+            .reshape((1, 1, 2, 2))?
+            .repeat((1, 3, 1, 1))?;
+        let y = layer.forward_t(&x, true)?;
+        let expect: Vec<f32> = [1f32, 2., 3., 4.].iter().map(|v| (v - 2.5) / (1.25f32 + 1e-5).sqrt()).collect();
+        let got = y.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        for (g, e) in got.iter().zip(&expect) {
+            assert!((g - e).abs() < 1e-6);
+        }
+        let rm = layer.running_mean.to_vec1::<f32>()?;
+        let rv = layer.running_var.to_vec1::<f32>()?;
+        assert!((rm[0] - 0.25).abs() < 1e-6, "{rm:?}");
+        assert!((rv[0] - (0.9 + 0.1 * 5. / 3.)).abs() < 1e-6, "{rv:?}");
+        assert_eq!(layer.num_batches_tracked.to_scalar::<i64>()?, 1);
+        // Evaluation uses the running statistics.
+        let e = layer.forward_t(&x, false)?.flatten_all()?.to_vec1::<f32>()?;
+        assert!((e[0] - (1. - rm[0]) / (rv[0] + 1e-5).sqrt()).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn training_gradients_match_finite_differences() -> Result<()> {
+        let x = uniform(&[2, 3, 3, 2], 3, &Device::Cpu)?.to_dtype(DType::F64)?;
+        let gamma = uniform(&[3], 4, &Device::Cpu)?.to_dtype(DType::F64)?;
+        let beta = uniform(&[3], 5, &Device::Cpu)?.to_dtype(DType::F64)?;
+        check_gradients(&[x, gamma, beta], |v| {
+            let layer = BatchNorm2d {
+                weight: v[1].clone(),
+                bias: v[2].clone(),
+                running_mean: Tensor::zeros(3, DType::F64, &Device::Cpu)?,
+                running_var: Tensor::ones(3, DType::F64, &Device::Cpu)?,
+                num_batches_tracked: Tensor::new(0i64, &Device::Cpu)?,
+                eps: 1e-5,
+                momentum: 0.1,
+                frozen: false,
+            };
+            layer.forward_t(&v[0], true)
+        }, 1e-6, 1e-6)
+    }
+
+    #[test]
+    fn frozen_uses_running_stats_in_training() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let cfg = BatchNormConfig { frozen: true, ..Default::default() };
+        let layer = BatchNorm2d::new(vb.pp("bn"), 3, 1.0, cfg)?;
+        let x = uniform(&[2, 3, 4, 4], 1, &Device::Cpu)?;
+        let y = layer.forward_t(&x, true)?;
+        let expect = (x.clone() / (1f64 + 1e-5).sqrt())?;
+        assert!(ops::gradcheck::max_abs_diff(&y, &expect)? < 1e-6);
+        assert_eq!(layer.running_mean.to_vec1::<f32>()?, vec![0.; 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn buffers_are_recognised_by_name() {
+        assert!(is_buffer("layer1.0.bn1.running_var"));
+        assert!(is_buffer("bn1.num_batches_tracked"));
+        assert!(!is_buffer("layer1.0.bn1.weight"));
+    }
+}

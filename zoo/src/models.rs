@@ -1,0 +1,162 @@
+//! The zoo's model table: names (timm's where timm has one) to architecture configurations.
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::layers::is_buffer;
+use crate::resnet::{BlockKind, ResNet, ResNetConfig, ResNetVariant};
+use crate::{Classifier, Result, ZooError};
+
+/// ResNet depths of the paper.
+const DEPTHS: [usize; 5] = [18, 34, 50, 101, 152];
+
+/// Name suffixes of the variants, as timm spells them. The original ResNet has no timm name;
+/// `_v1` follows GluonCV's `resnet50_v1`, the network the paper calls ResNet.
+const VARIANTS: [(&str, ResNetVariant); 5] = [
+    ("_v1", ResNetVariant::Original),
+    ("", ResNetVariant::B),
+    ("c", ResNetVariant::C),
+    ("d", ResNetVariant::D),
+    ("s", ResNetVariant::S),
+];
+
+/// Every model name the zoo knows, in table order.
+pub static MODEL_NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    ModelSpec::all().into_iter().map(|s| s.name).collect()
+});
+
+/// A named architecture with its configuration and default input size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub arch: Arch,
+    /// Default input (channels, height, width).
+    pub input_size: (usize, usize, usize),
+}
+
+/// The architecture families of the zoo.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arch {
+    ResNet(ResNetConfig),
+}
+
+impl ModelSpec {
+    /// Every model of the zoo. For ResNet-18/34 the original and ResNet-B coincide (their
+    /// basic blocks put the stride on the first 3×3 either way), so only the bottleneck
+    /// depths get an `_v1` name.
+    pub fn all() -> Vec<ModelSpec> {
+        let mut specs = Vec::new();
+        for depth in DEPTHS {
+            for (suffix, variant) in VARIANTS {
+                let cfg = ResNetConfig::new(depth, variant).expect("paper depths are valid");
+                if variant == ResNetVariant::Original && cfg.block == BlockKind::Basic {
+                    continue;
+                }
+                specs.push(ModelSpec {
+                    name: format!("resnet{depth}{suffix}"),
+                    arch: Arch::ResNet(cfg),
+                    input_size: (3, 224, 224),
+                });
+            }
+        }
+        specs
+    }
+
+    /// The model called `name`, or an error listing the known names.
+    pub fn find(name: &str) -> Result<ModelSpec> {
+        Self::all()
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| ZooError::UnknownModel {
+                name: name.to_string(),
+                known: MODEL_NAMES.join(", "),
+            })
+    }
+
+    /// The same model with a classifier for `num_classes` classes (0: pooled features).
+    pub fn with_num_classes(mut self, num_classes: usize) -> Self {
+        match &mut self.arch {
+            Arch::ResNet(cfg) => cfg.num_classes = num_classes,
+        }
+        self
+    }
+
+    /// Builds the network, registering its tensors under `vb`.
+    pub fn build(&self, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
+        match &self.arch {
+            Arch::ResNet(cfg) => Ok(Box::new(ResNet::new(cfg, vb)?)),
+        }
+    }
+}
+
+/// A model with its variables: what `tricks forward`, training and export work on.
+pub struct Model {
+    pub spec: ModelSpec,
+    pub net: Box<dyn Classifier>,
+    pub vars: VarMap,
+}
+
+impl Model {
+    /// Number of trainable parameters (batch-norm buffers excluded).
+    pub fn num_params(&self) -> usize {
+        let vars = self.vars.data().lock().expect("varmap lock poisoned");
+        vars.iter()
+            .filter(|(name, _)| !is_buffer(name))
+            .map(|(_, v)| v.elem_count())
+            .sum()
+    }
+}
+
+/// Builds model `spec` with freshly initialised f32 variables on `device` (Xavier uniform from
+/// `seed`, Section 2.1).
+pub fn create_model(spec: &ModelSpec, device: &Device, seed: u64) -> Result<Model> {
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+    let net = spec.build(vb)?;
+    crate::init::xavier_uniform(&vars, seed)?;
+    Ok(Model {
+        spec: spec.clone(),
+        net,
+        vars,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(name: &str) -> (f64, f64) {
+        let spec = ModelSpec::find(name).unwrap();
+        let model = create_model(&spec, &Device::Cpu, 0).unwrap();
+        let (_, h, w) = spec.input_size;
+        (model.num_params() as f64 / 1e6, model.net.macs(h, w) as f64 / 1e9)
+    }
+
+    #[test]
+    fn resnet50_matches_published_size_and_cost() {
+        // timm: resnet50 25.56 M params, 4.11 GMACs; resnet50d 25.58 M, 4.35 GMACs.
+        let (p, g) = stats("resnet50");
+        assert!((p - 25.557).abs() < 0.001, "{p}");
+        assert!((g - 4.10).abs() < 0.005, "{g}");
+        let (p, g) = stats("resnet50d");
+        assert!((p - 25.577).abs() < 0.001, "{p}");
+        assert!((g - 4.35).abs() < 0.01, "{g}");
+        let (p, g) = stats("resnet18");
+        assert!((p - 11.690).abs() < 0.001, "{p}");
+        assert!((g - 1.82).abs() < 0.01, "{g}");
+    }
+
+    #[test]
+    fn unknown_model_lists_known_ones() {
+        let err = ModelSpec::find("resnet51").unwrap_err().to_string();
+        assert!(err.contains("resnet51") && err.contains("resnet50d"), "{err}");
+    }
+
+    #[test]
+    fn table_has_every_depth_and_variant() {
+        assert!(MODEL_NAMES.contains(&"resnet152s".to_string()));
+        assert!(MODEL_NAMES.contains(&"resnet101_v1".to_string()));
+        assert!(!MODEL_NAMES.contains(&"resnet18_v1".to_string()));
+        assert_eq!(MODEL_NAMES.len(), 5 * 5 - 2);
+    }
+}
