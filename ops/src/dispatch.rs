@@ -1,11 +1,11 @@
 //! Typed access to Candle's CPU storage for the float types the ops support.
 
 use candle_core::{CpuStorage, Layout, Result, WithDType};
-use num_traits::Float;
+use num_traits::{Float, NumAssign};
 
 /// A float element the CPU kernels are written for (f32, f64, f16, bf16).
-pub(crate) trait Elem: WithDType + Float + Send + Sync {}
-impl<T: WithDType + Float + Send + Sync> Elem for T {}
+pub(crate) trait Elem: WithDType + Float + NumAssign + Send + Sync {}
+impl<T: WithDType + Float + NumAssign + Send + Sync> Elem for T {}
 
 /// The contiguous slice of `layout` in `storage`, or an error naming `op` if the layout has
 /// gaps (the public wrappers make their inputs contiguous first).

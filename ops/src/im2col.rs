@@ -89,7 +89,7 @@ fn col2im<T: Elem>(cols: &[T], planes: usize, win: &Window) -> Result<Vec<T>> {
                         let dst = &mut img[y * win.w..][..win.w];
                         for (ox, &g) in row[oy * win.ow..][..win.ow].iter().enumerate() {
                             if let Some(x) = win.source(ox, j, win.w) {
-                                dst[x] = dst[x] + g;
+                                dst[x] += g;
                             }
                         }
                     }

@@ -7,10 +7,13 @@
 //!   `count_include_pad`, with a backward for any kernel and stride (the 3×3/2 stem max-pool
 //!   of ResNet, the 2×2 `ceil_mode` average-pool shortcut of ResNet-D).
 //! - [`global_avg_pool`]: the classifier's pooling.
+//! - [`batch_norm_train`]: batch norm with batch statistics, its sums in f64 and a closed-form
+//!   backward (the composed version loses three digits of the input gradient in f32).
 //!
 //! Every op is checked against finite differences by [`gradcheck`]. This crate knows nothing
 //! about models; it is the layer under `zoo`.
 
+mod batch_norm;
 mod conv;
 mod dispatch;
 pub mod gradcheck;
@@ -18,6 +21,7 @@ mod im2col;
 mod pool;
 mod shape;
 
+pub use batch_norm::batch_norm_train;
 pub use conv::{conv2d, Conv2dParams};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dParams};
 pub use shape::pool_output_size;

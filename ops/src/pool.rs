@@ -213,9 +213,7 @@ impl CustomOp2 for MaxPoolGrad {
             dx.par_chunks_mut(g.in_plane())
                 .zip(x.par_chunks(g.in_plane()))
                 .zip(dy.par_chunks(g.out_plane()))
-                .for_each(|((dst, img), grad)| {
-                    argmax_plane(img, &g, |o, i| dst[i] = dst[i] + grad[o])
-                });
+                .for_each(|((dst, img), grad)| argmax_plane(img, &g, |o, i| dst[i] += grad[o]));
             Ok::<_, candle_core::Error>(dx)
         })?;
         Ok((out, Shape::from((n, c, g.h, g.w))))
@@ -245,7 +243,7 @@ impl CustomOp1 for AvgPool {
                             let mut sum = T::zero();
                             for y in ys.start..ys.end {
                                 for x in xs.start..xs.end {
-                                    sum = sum + img[y * g.w + x];
+                                    sum += img[y * g.w + x];
                                 }
                             }
                             let div = T::from_f64(g.divisor(ys, xs) as f64);
@@ -292,7 +290,7 @@ impl CustomOp1 for AvgPoolGrad {
                             let share = grad[oy * g.ow + ox] / div;
                             for y in ys.start..ys.end {
                                 for x in xs.start..xs.end {
-                                    dst[y * g.w + x] = dst[y * g.w + x] + share;
+                                    dst[y * g.w + x] += share;
                                 }
                             }
                         }

@@ -81,11 +81,19 @@ mod tests {
     fn fills_weights_within_bound_deterministically() -> Result<()> {
         let fill = |seed| -> Result<Vec<f32>> {
             let vm = VarMap::new();
-            let vb = candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu);
+            let vb = candle_nn::VarBuilder::from_varmap(
+                &vm,
+                candle_core::DType::F32,
+                &candle_core::Device::Cpu,
+            );
             let w = vb.get_with_hints((16, 8, 3, 3), "conv.weight", candle_nn::Init::Const(0.))?;
             let g = vb.get_with_hints(16, "bn.weight", candle_nn::Init::Const(1.))?;
             xavier_uniform(&vm, seed)?;
-            assert_eq!(g.to_vec1::<f32>()?, vec![1.0; 16], "rank-1 weights untouched");
+            assert_eq!(
+                g.to_vec1::<f32>()?,
+                vec![1.0; 16],
+                "rank-1 weights untouched"
+            );
             w.flatten_all()?.to_vec1::<f32>()
         };
         let a = fill(7)?;

@@ -132,37 +132,37 @@ impl BatchNorm2d {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let dtype = x.dtype();
         // Statistics in f32 (f64 for f64 inputs) whatever the compute dtype (Section 3.2).
-        let stat = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let stat = if dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
         if !train || self.frozen {
             let (weight, bias) = if self.frozen {
                 (self.weight.detach(), self.bias.detach())
             } else {
                 (self.weight.clone(), self.bias.clone())
             };
-            let inv_std = (self.running_var.to_dtype(stat)? + self.eps)?.sqrt()?.recip()?;
+            let inv_std = (self.running_var.to_dtype(stat)? + self.eps)?
+                .sqrt()?
+                .recip()?;
             let scale = weight.to_dtype(stat)?.mul(&inv_std)?;
-            let shift = bias.to_dtype(stat)?.sub(&self.running_mean.to_dtype(stat)?.mul(&scale)?)?;
+            let shift = bias
+                .to_dtype(stat)?
+                .sub(&self.running_mean.to_dtype(stat)?.mul(&scale)?)?;
             let scale = Self::per_channel(&scale.to_dtype(dtype)?)?;
             let shift = Self::per_channel(&shift.to_dtype(dtype)?)?;
             return x.broadcast_mul(&scale)?.broadcast_add(&shift);
         }
         let (n, _, h, w) = x.dims4()?;
-        let count = n * h * w;
-        if count < 2 {
-            candle_core::bail!("batch norm in training needs more than one value per channel, got input {:?}", x.dims());
-        }
-        let xs = x.to_dtype(stat)?;
-        let mean = xs.mean_keepdim((0, 2, 3))?;
-        let centred = xs.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
-        let inv_std = (var.clone() + self.eps)?.sqrt()?.recip()?;
-        let scale = inv_std.broadcast_mul(&Self::per_channel(&self.weight.to_dtype(stat)?)?)?;
-        let y = centred
-            .broadcast_mul(&scale)?
-            .broadcast_add(&Self::per_channel(&self.bias.to_dtype(stat)?)?)?
-            .to_dtype(dtype)?;
-        self.update_running_stats(&mean, &var, count)?;
-        Ok(y)
+        let (y, mean, var) = ops::batch_norm_train(
+            &x.to_dtype(stat)?,
+            &self.weight.to_dtype(stat)?,
+            &self.bias.to_dtype(stat)?,
+            self.eps,
+        )?;
+        self.update_running_stats(&mean, &var, n * h * w)?;
+        y.to_dtype(dtype)
     }
 
     fn update_running_stats(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
@@ -180,7 +180,8 @@ impl BatchNorm2d {
         };
         update(&self.running_mean, &mean)?;
         update(&self.running_var, &unbiased)?;
-        let tracked = (self.num_batches_tracked.to_dtype(DType::F64)? + 1.)?.to_dtype(DType::I64)?;
+        let tracked =
+            (self.num_batches_tracked.to_dtype(DType::F64)? + 1.)?.to_dtype(DType::I64)?;
         Var::from_tensor(&self.num_batches_tracked)?.set(&tracked)
     }
 }
@@ -264,7 +265,10 @@ mod tests {
             .reshape((1, 1, 2, 2))?
             .repeat((1, 3, 1, 1))?;
         let y = layer.forward_t(&x, true)?;
-        let expect: Vec<f32> = [1f32, 2., 3., 4.].iter().map(|v| (v - 2.5) / (1.25f32 + 1e-5).sqrt()).collect();
+        let expect: Vec<f32> = [1f32, 2., 3., 4.]
+            .iter()
+            .map(|v| (v - 2.5) / (1.25f32 + 1e-5).sqrt())
+            .collect();
         let got = y.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
         for (g, e) in got.iter().zip(&expect) {
             assert!((g - e).abs() < 1e-6);
@@ -275,7 +279,10 @@ mod tests {
         assert!((rv[0] - (0.9 + 0.1 * 5. / 3.)).abs() < 1e-6, "{rv:?}");
         assert_eq!(layer.num_batches_tracked.to_scalar::<i64>()?, 1);
         // Evaluation uses the running statistics.
-        let e = layer.forward_t(&x, false)?.flatten_all()?.to_vec1::<f32>()?;
+        let e = layer
+            .forward_t(&x, false)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert!((e[0] - (1. - rm[0]) / (rv[0] + 1e-5).sqrt()).abs() < 1e-6);
         Ok(())
     }
@@ -285,26 +292,34 @@ mod tests {
         let x = uniform(&[2, 3, 3, 2], 3, &Device::Cpu)?.to_dtype(DType::F64)?;
         let gamma = uniform(&[3], 4, &Device::Cpu)?.to_dtype(DType::F64)?;
         let beta = uniform(&[3], 5, &Device::Cpu)?.to_dtype(DType::F64)?;
-        check_gradients(&[x, gamma, beta], |v| {
-            let layer = BatchNorm2d {
-                weight: v[1].clone(),
-                bias: v[2].clone(),
-                running_mean: Tensor::zeros(3, DType::F64, &Device::Cpu)?,
-                running_var: Tensor::ones(3, DType::F64, &Device::Cpu)?,
-                num_batches_tracked: Tensor::new(0i64, &Device::Cpu)?,
-                eps: 1e-5,
-                momentum: 0.1,
-                frozen: false,
-            };
-            layer.forward_t(&v[0], true)
-        }, 1e-6, 1e-6)
+        check_gradients(
+            &[x, gamma, beta],
+            |v| {
+                let layer = BatchNorm2d {
+                    weight: v[1].clone(),
+                    bias: v[2].clone(),
+                    running_mean: Tensor::zeros(3, DType::F64, &Device::Cpu)?,
+                    running_var: Tensor::ones(3, DType::F64, &Device::Cpu)?,
+                    num_batches_tracked: Tensor::new(0i64, &Device::Cpu)?,
+                    eps: 1e-5,
+                    momentum: 0.1,
+                    frozen: false,
+                };
+                layer.forward_t(&v[0], true)
+            },
+            1e-6,
+            1e-6,
+        )
     }
 
     #[test]
     fn frozen_uses_running_stats_in_training() -> Result<()> {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let cfg = BatchNormConfig { frozen: true, ..Default::default() };
+        let cfg = BatchNormConfig {
+            frozen: true,
+            ..Default::default()
+        };
         let layer = BatchNorm2d::new(vb.pp("bn"), 3, 1.0, cfg)?;
         let x = uniform(&[2, 3, 4, 4], 1, &Device::Cpu)?;
         let y = layer.forward_t(&x, true)?;

@@ -21,9 +21,8 @@ const VARIANTS: [(&str, ResNetVariant); 5] = [
 ];
 
 /// Every model name the zoo knows, in table order.
-pub static MODEL_NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-    ModelSpec::all().into_iter().map(|s| s.name).collect()
-});
+pub static MODEL_NAMES: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| ModelSpec::all().into_iter().map(|s| s.name).collect());
 
 /// A named architecture with its configuration and default input size.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,7 +128,10 @@ mod tests {
         let spec = ModelSpec::find(name).unwrap();
         let model = create_model(&spec, &Device::Cpu, 0).unwrap();
         let (_, h, w) = spec.input_size;
-        (model.num_params() as f64 / 1e6, model.net.macs(h, w) as f64 / 1e9)
+        (
+            model.num_params() as f64 / 1e6,
+            model.net.macs(h, w) as f64 / 1e9,
+        )
     }
 
     #[test]
@@ -149,7 +151,10 @@ mod tests {
     #[test]
     fn unknown_model_lists_known_ones() {
         let err = ModelSpec::find("resnet51").unwrap_err().to_string();
-        assert!(err.contains("resnet51") && err.contains("resnet50d"), "{err}");
+        assert!(
+            err.contains("resnet51") && err.contains("resnet50d"),
+            "{err}"
+        );
     }
 
     #[test]

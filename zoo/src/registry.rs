@@ -46,7 +46,9 @@ impl Registry {
         if !registry.models.is_empty() {
             return Err(ZooError::Registry {
                 path: path.to_string(),
-                reason: "entries need the registry schema of the zoo release; this build reads none".into(),
+                reason:
+                    "entries need the registry schema of the zoo release; this build reads none"
+                        .into(),
             });
         }
         Ok(registry)
@@ -69,11 +71,20 @@ mod tests {
 
     #[test]
     fn rejects_bad_files_with_reason() {
-        let err = Registry::parse("schema = 2\n", "x.toml").unwrap_err().to_string();
+        let err = Registry::parse("schema = 2\n", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("schema version 2"), "{err}");
-        let err = Registry::parse("schema = 1\nfoo = 3\n", "x.toml").unwrap_err().to_string();
-        assert!(err.contains("unknown field") && err.contains("line 2"), "{err}");
-        let err = Registry::parse("schema = [", "x.toml").unwrap_err().to_string();
+        let err = Registry::parse("schema = 1\nfoo = 3\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown field") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = Registry::parse("schema = [", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("x.toml"), "{err}");
     }
 }

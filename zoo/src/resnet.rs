@@ -147,30 +147,48 @@ impl ResNetConfig {
     }
 }
 
-fn conv_bn(
-    vb: &VarBuilder,
-    conv: &str,
-    bn: &str,
+/// A convolution's geometry: channels in and out, kernel size, stride, padding, dilation.
+#[derive(Debug, Clone, Copy)]
+struct ConvShape {
     c_in: usize,
     c_out: usize,
     kernel: usize,
     params: Conv2dParams,
-    gamma: f64,
-    bn_cfg: BatchNormConfig,
-) -> Result<ConvBn> {
-    Ok(ConvBn {
-        conv: Conv2d::new(vb.pp(conv), c_in, c_out, kernel, params)?,
-        bn: BatchNorm2d::new(vb.pp(bn), c_out, gamma, bn_cfg)?,
-    })
 }
 
-fn conv_params(stride: usize, padding: usize, dilation: usize) -> Conv2dParams {
-    Conv2dParams {
-        stride,
-        padding,
-        dilation,
-        groups: 1,
+fn shape(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> ConvShape {
+    ConvShape {
+        c_in,
+        c_out,
+        kernel,
+        params: Conv2dParams {
+            stride,
+            padding,
+            dilation,
+            groups: 1,
+        },
     }
+}
+
+/// A convolution named `names.0` followed by a batch norm named `names.1`, γ set to `gamma`.
+fn conv_bn(
+    vb: &VarBuilder,
+    names: (&str, &str),
+    s: ConvShape,
+    gamma: f64,
+    bn: BatchNormConfig,
+) -> Result<ConvBn> {
+    Ok(ConvBn {
+        conv: Conv2d::new(vb.pp(names.0), s.c_in, s.c_out, s.kernel, s.params)?,
+        bn: BatchNorm2d::new(vb.pp(names.1), s.c_out, gamma, bn)?,
+    })
 }
 
 /// The stem: plain 7×7 or deep 3×3×3, then batch norm, ReLU and the 3×3/2 max-pool.
@@ -189,15 +207,39 @@ impl Stem {
         match cfg.stem {
             StemKind::Plain => Ok(Self {
                 deep: vec![],
-                last: conv_bn(vb, "conv1", "bn1", cfg.in_chans, out, 7, conv_params(2, 3, 1), 1.0, cfg.bn)?,
+                last: conv_bn(
+                    vb,
+                    ("conv1", "bn1"),
+                    shape(cfg.in_chans, out, 7, 2, 3, 1),
+                    1.0,
+                    cfg.bn,
+                )?,
             }),
             StemKind::Deep => {
                 let w = cfg.stem_width;
                 let deep = vec![
-                    conv_bn(vb, "conv1.0", "conv1.1", cfg.in_chans, w, 3, conv_params(2, 1, 1), 1.0, cfg.bn)?,
-                    conv_bn(vb, "conv1.3", "conv1.4", w, w, 3, conv_params(1, 1, 1), 1.0, cfg.bn)?,
+                    conv_bn(
+                        vb,
+                        ("conv1.0", "conv1.1"),
+                        shape(cfg.in_chans, w, 3, 2, 1, 1),
+                        1.0,
+                        cfg.bn,
+                    )?,
+                    conv_bn(
+                        vb,
+                        ("conv1.3", "conv1.4"),
+                        shape(w, w, 3, 1, 1, 1),
+                        1.0,
+                        cfg.bn,
+                    )?,
                 ];
-                let last = conv_bn(vb, "conv1.6", "bn1", w, out, 3, conv_params(1, 1, 1), 1.0, cfg.bn)?;
+                let last = conv_bn(
+                    vb,
+                    ("conv1.6", "bn1"),
+                    shape(w, out, 3, 1, 1, 1),
+                    1.0,
+                    cfg.bn,
+                )?;
                 Ok(Self { deep, last })
             }
         }
@@ -223,7 +265,8 @@ impl Stem {
             (h, w, total) = (oh, ow, total + macs);
         }
         let p = Self::max_pool();
-        let pooled = |len| ops::pool_output_size(len, p.kernel, p.stride, p.padding, 1, false).unwrap_or(0);
+        let pooled =
+            |len| ops::pool_output_size(len, p.kernel, p.stride, p.padding, 1, false).unwrap_or(0);
         (pooled(h), pooled(w), total)
     }
 }
@@ -311,16 +354,46 @@ impl Block {
         let (s, fd, d) = (at.stride, at.first_dilation, at.dilation);
         let path_a = match cfg.block {
             BlockKind::Basic => vec![
-                conv_bn(vb, "conv1", "bn1", c_in, planes, 3, conv_params(s, fd, fd), 1.0, cfg.bn)?,
-                conv_bn(vb, "conv2", "bn2", planes, planes, 3, conv_params(1, d, d), gamma_last, cfg.bn)?,
+                conv_bn(
+                    vb,
+                    ("conv1", "bn1"),
+                    shape(c_in, planes, 3, s, fd, fd),
+                    1.0,
+                    cfg.bn,
+                )?,
+                conv_bn(
+                    vb,
+                    ("conv2", "bn2"),
+                    shape(planes, planes, 3, 1, d, d),
+                    gamma_last,
+                    cfg.bn,
+                )?,
             ],
             BlockKind::Bottleneck => {
                 let (s1, s3) = if cfg.stride_in_1x1 { (s, 1) } else { (1, s) };
                 let out = planes * cfg.block.expansion();
                 vec![
-                    conv_bn(vb, "conv1", "bn1", c_in, planes, 1, conv_params(s1, 0, 1), 1.0, cfg.bn)?,
-                    conv_bn(vb, "conv2", "bn2", planes, planes, 3, conv_params(s3, fd, fd), 1.0, cfg.bn)?,
-                    conv_bn(vb, "conv3", "bn3", planes, out, 1, conv_params(1, 0, 1), gamma_last, cfg.bn)?,
+                    conv_bn(
+                        vb,
+                        ("conv1", "bn1"),
+                        shape(c_in, planes, 1, s1, 0, 1),
+                        1.0,
+                        cfg.bn,
+                    )?,
+                    conv_bn(
+                        vb,
+                        ("conv2", "bn2"),
+                        shape(planes, planes, 3, s3, fd, fd),
+                        1.0,
+                        cfg.bn,
+                    )?,
+                    conv_bn(
+                        vb,
+                        ("conv3", "bn3"),
+                        shape(planes, out, 1, 1, 0, 1),
+                        gamma_last,
+                        cfg.bn,
+                    )?,
                 ]
             }
         };
@@ -392,7 +465,14 @@ impl ResNet {
                     dilation,
                 };
                 let shortcut = if b == 0 && (stride != 1 || c_in != c_out) {
-                    Some(Self::shortcut(&vb_block.pp("downsample"), cfg, c_in, c_out, stride, dilation)?)
+                    Some(Self::shortcut(
+                        &vb_block.pp("downsample"),
+                        cfg,
+                        c_in,
+                        c_out,
+                        stride,
+                        dilation,
+                    )?)
                 } else {
                     None
                 };
@@ -427,13 +507,21 @@ impl ResNet {
                 (1, 1) => None,
                 (1, _) => Some(ShortcutPool::Same),
                 (s, _) => Some(ShortcutPool::Strided(
-                    Pool2dParams::new(2, s).ceil_mode(true).count_include_pad(false),
+                    Pool2dParams::new(2, s)
+                        .ceil_mode(true)
+                        .count_include_pad(false),
                 )),
             };
-            let unit = conv_bn(vb, "1", "2", c_in, c_out, 1, conv_params(1, 0, 1), 1.0, cfg.bn)?;
+            let unit = conv_bn(vb, ("1", "2"), shape(c_in, c_out, 1, 1, 0, 1), 1.0, cfg.bn)?;
             Ok(Shortcut { pool, unit })
         } else {
-            let unit = conv_bn(vb, "0", "1", c_in, c_out, 1, conv_params(stride, 0, 1), 1.0, cfg.bn)?;
+            let unit = conv_bn(
+                vb,
+                ("0", "1"),
+                shape(c_in, c_out, 1, stride, 0, 1),
+                1.0,
+                cfg.bn,
+            )?;
             Ok(Shortcut { pool: None, unit })
         }
     }

@@ -123,7 +123,11 @@ mod tests {
     }
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("tricks-zoo-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "tricks-zoo-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -140,7 +144,13 @@ mod tests {
         let a = vm.data().lock().unwrap();
         let b = other.data().lock().unwrap();
         for (k, v) in a.iter() {
-            let diff = v.as_tensor().to_dtype(DType::F64)?.sub(&b[k].as_tensor().to_dtype(DType::F64)?)?.abs()?.sum_all()?.to_scalar::<f64>()?;
+            let diff = v
+                .as_tensor()
+                .to_dtype(DType::F64)?
+                .sub(&b[k].as_tensor().to_dtype(DType::F64)?)?
+                .abs()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
             assert_eq!(diff, 0.0, "{k}");
         }
         drop((a, b));
@@ -148,8 +158,13 @@ mod tests {
         // A different model's file is refused with the offending tensor named.
         let spec = ModelSpec::find("resnet18").unwrap().with_num_classes(3);
         let wrong = create_model(&spec, &Device::Cpu, 0)?;
-        let err = load_weights(&wrong.vars, &path, "resnet18").unwrap_err().to_string();
-        assert!(err.contains("resnet18") && err.contains("w.safetensors"), "{err}");
+        let err = load_weights(&wrong.vars, &path, "resnet18")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("resnet18") && err.contains("w.safetensors"),
+            "{err}"
+        );
         Ok(())
     }
 
@@ -186,7 +201,10 @@ mod tests {
         tensors.remove("fc.bias");
         save_tensors(&tensors, &path)?;
         let err = load_weights(&vm, &path, "tiny").unwrap_err().to_string();
-        assert!(err.contains("`fc.bias`") && err.contains("missing"), "{err}");
+        assert!(
+            err.contains("`fc.bias`") && err.contains("missing"),
+            "{err}"
+        );
         Ok(())
     }
 }

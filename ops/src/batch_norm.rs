@@ -1,0 +1,335 @@
+//! Batch normalisation in training mode as one op with a hand-written backward.
+//!
+//! Composed from elementwise ops, batch norm's input gradient is a small difference of large
+//! sums, and Candle's f32 reductions lose about three digits of it in a ResNet's early layers
+//! (measured against timm: 1e-2 relative error in the gradients of layer1, where PyTorch's
+//! fused kernel stays at 1e-5). This op accumulates every per-channel sum in f64 and
+//! evaluates the closed-form gradient
+//!
+//! dx = γ·σ⁻¹·(g − mean(g) − x̂·mean(g·x̂)),  dγ = Σ g·x̂,  dβ = Σ g
+//!
+//! with x̂ = (x − μ)·σ⁻¹ over the N·H·W values of each channel (Ioffe & Szegedy 2015). It is
+//! also one pass over the data where the composed version makes a dozen.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::dispatch::{contiguous, dispatch_float};
+use num_traits::Zero as _;
+
+/// Rows of the packed per-channel parameter tensor that [`batch_norm_train`] passes to its op.
+const GAMMA: usize = 0;
+const BETA: usize = 1;
+const MEAN: usize = 2;
+const INV_STD: usize = 3;
+/// Rows appended for the backward pass.
+const SUM_G: usize = 4;
+const SUM_G_XHAT: usize = 5;
+
+/// The per-channel tensor `rows × C` as f64, whatever its float dtype.
+fn rows_f64(s: &CpuStorage, l: &Layout) -> Result<Vec<f64>> {
+    fn widen<T: candle_core::WithDType>(s: &CpuStorage, l: &Layout) -> Result<Vec<f64>> {
+        Ok(contiguous::<T>(s, l, "batch_norm")?
+            .iter()
+            .map(|v| v.to_f64())
+            .collect())
+    }
+    match s {
+        CpuStorage::F32(_) => widen::<f32>(s, l),
+        CpuStorage::F64(_) => widen::<f64>(s, l),
+        CpuStorage::F16(_) => widen::<half::f16>(s, l),
+        CpuStorage::BF16(_) => widen::<half::bf16>(s, l),
+        _ => candle_core::bail!("batch_norm: parameters must be floats"),
+    }
+}
+
+/// Calls `f(channel, planes)` for each channel of an NCHW buffer, in parallel, where
+/// `planes` yields the index ranges of that channel's N planes; gathers one result per channel.
+fn per_channel<R: Send>(
+    dims: (usize, usize, usize),
+    f: impl Fn(usize, &mut dyn Iterator<Item = (usize, usize)>) -> R + Sync,
+) -> Vec<R> {
+    let (n, c, hw) = dims;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut planes = (0..n).map(|i| ((i * c + ch) * hw, (i * c + ch + 1) * hw));
+            f(ch, &mut planes)
+        })
+        .collect()
+}
+
+fn dims3(l: &Layout) -> Result<(usize, usize, usize)> {
+    let (n, c, h, w) = l.shape().dims4()?;
+    Ok((n, c, h * w))
+}
+
+/// Per-channel mean and biased variance `(2, C)` of an NCHW tensor, accumulated in f64.
+struct Stats;
+
+impl candle_core::CustomOp1 for Stats {
+    fn name(&self) -> &'static str {
+        "batch_norm_stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = dims3(l)?;
+        let count = (dims.0 * dims.2) as f64;
+        let stats = dispatch_float!("batch_norm_stats", s, |T| {
+            let x = contiguous::<T>(s, l, "batch_norm_stats")?;
+            let per = per_channel(dims, |_, planes| {
+                let (mut sum, mut sq) = (0f64, 0f64);
+                let ranges: Vec<_> = planes.collect();
+                for &(a, b) in &ranges {
+                    sum += x[a..b].iter().map(|v| v.to_f64()).sum::<f64>();
+                }
+                let mean = sum / count;
+                for &(a, b) in &ranges {
+                    sq += x[a..b]
+                        .iter()
+                        .map(|v| (v.to_f64() - mean).powi(2))
+                        .sum::<f64>();
+                }
+                (mean, sq / count)
+            });
+            let mut out: Vec<T> = per.iter().map(|p| T::from_f64(p.0)).collect();
+            out.extend(per.iter().map(|p| T::from_f64(p.1)));
+            Ok::<_, candle_core::Error>(out)
+        })?;
+        Ok((stats, Shape::from((2, dims.1))))
+    }
+}
+
+/// `y = (x − μ)·σ⁻¹·γ + β` from x and the packed `(4, C)` rows γ, β, μ, σ⁻¹.
+struct Normalize;
+
+impl CustomOp2 for Normalize {
+    fn name(&self) -> &'static str {
+        "batch_norm_train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, hw) = dims3(l1)?;
+        let p = rows_f64(s2, l2)?;
+        let y = dispatch_float!("batch_norm_train", s1, |T| {
+            let x = contiguous::<T>(s1, l1, "batch_norm_train")?;
+            let mut y = vec![T::zero(); x.len()];
+            y.par_chunks_mut(hw)
+                .zip(x.par_chunks(hw))
+                .enumerate()
+                .for_each(|(plane, (dst, src))| {
+                    let ch = plane % c;
+                    let scale = p[GAMMA * c + ch] * p[INV_STD * c + ch];
+                    let shift = p[BETA * c + ch] - p[MEAN * c + ch] * scale;
+                    let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v * scale + shift;
+                    }
+                });
+            Ok::<_, candle_core::Error>(y)
+        })?;
+        Ok((y, Shape::from((n, c, l1.dims()[2], l1.dims()[3]))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        packed: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let sums = x.apply_op3_no_bwd(&grad, packed, &GradSums)?;
+        let with_sums = Tensor::cat(&[packed, &sums.to_dtype(packed.dtype())?], 0)?;
+        let dx = x.apply_op3_no_bwd(&grad, &with_sums, &GradInput)?;
+        let zeros = sums.zeros_like()?;
+        // Rows of `packed`: dγ = Σ g·x̂, dβ = Σ g, and nothing for the detached μ and σ⁻¹.
+        let dpacked = Tensor::cat(&[&sums.narrow(0, 1, 1)?, &sums.narrow(0, 0, 1)?, &zeros], 0)?
+            .to_dtype(packed.dtype())?;
+        Ok((Some(dx), Some(dpacked)))
+    }
+}
+
+/// `(2, C)`: Σ g and Σ g·x̂ per channel, accumulated in f64.
+struct GradSums;
+
+impl CustomOp3 for GradSums {
+    fn name(&self) -> &'static str {
+        "batch_norm_grad_sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = dims3(l1)?;
+        let c = dims.1;
+        let p = rows_f64(s3, l3)?;
+        let sums = dispatch_float!("batch_norm_grad_sums", s1, |T| {
+            let x = contiguous::<T>(s1, l1, "batch_norm_grad_sums")?;
+            let g = contiguous::<T>(s2, l2, "batch_norm_grad_sums")?;
+            let per = per_channel(dims, |ch, planes| {
+                let (mean, inv_std) = (p[MEAN * c + ch], p[INV_STD * c + ch]);
+                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+                for (a, b) in planes {
+                    for (&xv, &gv) in x[a..b].iter().zip(&g[a..b]) {
+                        let gv = gv.to_f64();
+                        sum_g += gv;
+                        sum_gx += gv * (xv.to_f64() - mean) * inv_std;
+                    }
+                }
+                (sum_g, sum_gx)
+            });
+            let mut out: Vec<T> = per.iter().map(|p| T::from_f64(p.0)).collect();
+            out.extend(per.iter().map(|p| T::from_f64(p.1)));
+            Ok::<_, candle_core::Error>(out)
+        })?;
+        Ok((sums, Shape::from((2, c))))
+    }
+}
+
+/// dx = γ·σ⁻¹·(g − Σg/M − x̂·Σ(g·x̂)/M) from x, g and the packed rows plus the two sums.
+struct GradInput;
+
+impl CustomOp3 for GradInput {
+    fn name(&self) -> &'static str {
+        "batch_norm_grad_input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, hw) = dims3(l1)?;
+        let count = (n * hw) as f64;
+        let p = rows_f64(s3, l3)?;
+        let dx = dispatch_float!("batch_norm_grad_input", s1, |T| {
+            let x = contiguous::<T>(s1, l1, "batch_norm_grad_input")?;
+            let g = contiguous::<T>(s2, l2, "batch_norm_grad_input")?;
+            let mut dx = vec![T::zero(); x.len()];
+            dx.par_chunks_mut(hw)
+                .zip(x.par_chunks(hw).zip(g.par_chunks(hw)))
+                .enumerate()
+                .for_each(|(plane, (dst, (xs, gs)))| {
+                    let ch = plane % c;
+                    let (mean, inv_std) = (p[MEAN * c + ch], p[INV_STD * c + ch]);
+                    let scale = p[GAMMA * c + ch] * inv_std;
+                    let mean_g = p[SUM_G * c + ch] / count;
+                    let mean_gx = p[SUM_G_XHAT * c + ch] / count;
+                    for (d, (&xv, &gv)) in dst.iter_mut().zip(xs.iter().zip(gs)) {
+                        let xhat = (xv.to_f64() - mean) * inv_std;
+                        *d = T::from_f64(scale * (gv.to_f64() - mean_g - xhat * mean_gx));
+                    }
+                });
+            Ok::<_, candle_core::Error>(dx)
+        })?;
+        Ok((dx, l1.shape().clone()))
+    }
+}
+
+/// Batch norm of `x: (N, C, H, W)` with the batch's statistics, and those statistics.
+///
+/// Returns `(y, mean, var)` where `mean` and the biased `var` are per-channel `(C,)` tensors
+/// (detached; the caller updates running averages from them). Gradients flow to `x`, `gamma`
+/// and `beta`. `gamma` and `beta` may be any float dtype; they are used in f64.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, h, w) = x.dims4()?;
+    if n * h * w < 2 {
+        candle_core::bail!(
+            "batch norm in training needs more than one value per channel, got input {:?}",
+            x.dims()
+        );
+    }
+    if gamma.dims() != [c] || beta.dims() != [c] {
+        candle_core::bail!(
+            "batch norm over {c} channels got γ {:?} and β {:?}",
+            gamma.dims(),
+            beta.dims()
+        );
+    }
+    let x = x.contiguous()?;
+    let stat_dtype = gamma.dtype();
+    let stats = x.apply_op1_no_bwd(&Stats)?.to_dtype(stat_dtype)?;
+    let mean = stats.get(0)?;
+    let var = stats.get(1)?;
+    let inv_std = (var.clone() + eps)?.sqrt()?.recip()?;
+    let packed = Tensor::stack(&[gamma, beta, &mean, &inv_std], 0)?;
+    let y = x.apply_op2(&packed, Normalize)?;
+    Ok((y, mean, var))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{assert_close, check_gradients, uniform};
+    use candle_core::{DType, Device};
+
+    fn composed(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+        let mean = x.mean_keepdim((0, 2, 3))?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+        let xhat = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+        xhat.broadcast_mul(&gamma.reshape((1, (), 1, 1))?)?
+            .broadcast_add(&beta.reshape((1, (), 1, 1))?)
+    }
+
+    #[test]
+    fn matches_the_composed_definition() -> Result<()> {
+        let d = Device::Cpu;
+        let x = uniform(&[3, 4, 5, 7], 1, &d)?.affine(3.0, 0.5)?;
+        let gamma = uniform(&[4], 2, &d)?;
+        let beta = uniform(&[4], 3, &d)?;
+        let (y, mean, var) = batch_norm_train(&x, &gamma, &beta, 1e-5)?;
+        assert_close(&y, &composed(&x, &gamma, &beta, 1e-5)?, 1e-5);
+        assert_close(&mean, &x.mean((0, 2, 3))?, 1e-6);
+        let var_ref = x
+            .broadcast_sub(&x.mean_keepdim((0, 2, 3))?)?
+            .sqr()?
+            .mean((0, 2, 3))?;
+        assert_close(&var, &var_ref, 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        let d = Device::Cpu;
+        let x = uniform(&[2, 3, 4, 3], 4, &d)?.to_dtype(DType::F64)?;
+        let gamma = uniform(&[3], 5, &d)?.to_dtype(DType::F64)?;
+        let beta = uniform(&[3], 6, &d)?.to_dtype(DType::F64)?;
+        check_gradients(
+            &[x, gamma, beta],
+            |v| Ok(batch_norm_train(&v[0], &v[1], &v[2], 1e-5)?.0),
+            1e-6,
+            1e-6,
+        )
+    }
+
+    #[test]
+    fn rejects_single_value_per_channel() {
+        let x = Tensor::zeros((1, 2, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let g = Tensor::ones(2, DType::F32, &Device::Cpu).unwrap();
+        let err = batch_norm_train(&x, &g, &g, 1e-5).unwrap_err();
+        assert!(err.to_string().contains("more than one value"), "{err}");
+    }
+}
