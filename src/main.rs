@@ -1,1 +1,47 @@
-fn main() {}
+//! `tricks`: the Bag of Tricks model zoo, trainer and transfer pipeline in one binary.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// Bag of Tricks for Image Classification (He et al., CVPR 2019) in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "tricks", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every architecture with its parameter count and GMACs at its default input size.
+    Models(commands::models::Args),
+    /// Run a model on an input tensor and write its logits (and stage features).
+    Forward(commands::forward::Args),
+    /// Time inference or a training step (forward, backward, NAG update) of a model.
+    Bench(commands::bench::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Models(args) => commands::models::run(args),
+        Command::Forward(args) => commands::forward::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // A reader that stops early (`tricks models | head`) is not a failure.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

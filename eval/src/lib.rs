@@ -1,1 +1,20 @@
+//! Metrics and reports, independent of any framework: plain slices in, numbers out.
+//!
+//! - [`TopK`]: top-1/top-5 accuracy of a classifier (the paper's Tables 1–6).
+//!
+//! Detection mAP and segmentation pixel accuracy / mIoU join with the transfer tasks.
 
+mod topk;
+
+pub use topk::{rank_of_label, TopK};
+
+/// Errors of malformed metric inputs.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EvalError {
+    #[error("{scores} scores do not divide into rows of {classes} classes")]
+    Shape { scores: usize, classes: usize },
+    #[error("{rows} rows of scores but {labels} labels")]
+    LabelCount { rows: usize, labels: usize },
+    #[error("label {label} is outside 0..{classes}")]
+    LabelRange { label: usize, classes: usize },
+}

@@ -32,6 +32,12 @@ pub enum ZooError {
         count: usize,
         example: String,
     },
+    #[error("{path}: none of its tensors (e.g. `{example}`) belongs to {model}: not weights of this model")]
+    NoMatchingTensors {
+        path: PathBuf,
+        model: String,
+        example: String,
+    },
     #[error("{path}: {reason}")]
     Registry { path: String, reason: String },
     #[error("writing {path}: {source}")]

@@ -35,6 +35,9 @@ pub trait Classifier: Send + Sync {
     /// The outputs of the four stages (C2…C5 in detection terms), for the transfer heads.
     fn forward_features(&self, x: &Tensor, train: bool) -> candle_core::Result<Vec<Tensor>>;
 
+    /// Global pooling and the classifier, on the last stage's output.
+    fn forward_head(&self, last: &Tensor) -> candle_core::Result<Tensor>;
+
     /// Multiply-accumulates of one forward pass on a single `h × w` image (convolutions and
     /// the classifier, as timm and the paper count them).
     fn macs(&self, h: usize, w: usize) -> u64;

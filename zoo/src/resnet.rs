@@ -535,7 +535,10 @@ impl ResNet {
 impl Classifier for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let features = self.forward_features(x, train)?;
-        let last = features.last().expect("four stages");
+        self.forward_head(features.last().expect("four stages"))
+    }
+
+    fn forward_head(&self, last: &Tensor) -> Result<Tensor> {
         let pooled = ops::global_avg_pool(last)?;
         match &self.fc {
             Some(fc) => fc.forward(&pooled),

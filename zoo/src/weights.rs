@@ -28,6 +28,13 @@ pub fn load_weights(vars: &VarMap, path: &Path, model: &str) -> Result<()> {
     let vars = vars.data().lock().expect("varmap lock poisoned");
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
+    if !names.iter().any(|n| tensors.contains_key(n.as_str())) {
+        return Err(ZooError::NoMatchingTensors {
+            path: path.to_path_buf(),
+            model: model.to_string(),
+            example: tensors.keys().min().cloned().unwrap_or_else(|| "none".into()),
+        });
+    }
     for name in names {
         let var = &vars[name];
         let Some(tensor) = tensors.remove(name.as_str()) else {

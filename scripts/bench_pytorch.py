@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""The PyTorch side of `tricks bench`: the same workload in timm, for a ratio in one run.
+
+    pip install torch==2.5.1 timm==1.0.15
+    python3 scripts/bench_pytorch.py --model resnet50d --batch 2 --size 224 --train
+
+Prints the same line format as `tricks bench`. Uses every core (torch's default), like ours.
+"""
+import argparse
+import time
+
+import timm
+import torch
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="resnet50d")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--train", action="store_true")
+    p.add_argument("--iters", type=int, default=3)
+    a = p.parse_args()
+
+    torch.manual_seed(0)
+    model = timm.create_model(a.model, pretrained=False)
+    images = torch.rand(a.batch, 3, a.size, a.size) * 2 - 1
+    labels = torch.arange(a.batch) % 1000
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+    def once():
+        if a.train:
+            model.train()
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        else:
+            model.eval()
+            with torch.no_grad():
+                model(images)
+
+    once()
+    start = time.perf_counter()
+    for _ in range(a.iters):
+        once()
+    per_iter = (time.perf_counter() - start) / a.iters
+    kind = "training step" if a.train else "inference"
+    print(f"pytorch {torch.__version__} {a.model} {kind} batch {a.batch} at {a.size}x{a.size}: "
+          f"{per_iter:.3f} s/iter, {a.batch / per_iter:.2f} img/s ({torch.get_num_threads()} threads)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+//! `tricks bench`: images per second of inference or of a full training step.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use training::optim::NagConfig;
+use training::step::TrainStep;
+use zoo::models::{create_model, ModelSpec};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Architecture, as listed by `tricks models`.
+    #[arg(long, default_value = "resnet50d")]
+    pub model: String,
+    /// Images per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Input height and width (default: the model's).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Time a training step (forward, backward, NAG update) instead of inference.
+    #[arg(long)]
+    pub train: bool,
+    /// Timed iterations, after one untimed warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let spec = ModelSpec::find(&args.model)?;
+    let size = args.size.unwrap_or(spec.input_size.1);
+    let device = Device::Cpu;
+    let model = create_model(&spec, &device, 0)?;
+    let images = ops::gradcheck::uniform(&[args.batch, 3, size, size], 1, &device)?;
+    let labels = Tensor::from_vec(
+        (0..args.batch as u32).map(|i| i % 1000).collect::<Vec<_>>(),
+        args.batch,
+        &device,
+    )?;
+    let mut trainer = TrainStep::new(model.net.as_ref(), &model.vars, NagConfig::default());
+    let mut run_once = || -> Result<()> {
+        if args.train {
+            trainer.step(&images, &labels, 0.1)?;
+        } else {
+            model.net.forward_t(&images, false)?.to_dtype(DType::F32)?;
+        }
+        Ok(())
+    };
+    run_once()?;
+    let start = Instant::now();
+    for _ in 0..args.iters {
+        run_once()?;
+    }
+    let seconds_per_iter = start.elapsed().as_secs_f64() / args.iters.max(1) as f64;
+    let img_per_s = args.batch as f64 / seconds_per_iter;
+    // A training step costs about three forward passes (forward, input and weight gradients).
+    let flops_per_img = 2.0 * model.net.macs(size, size) as f64 * if args.train { 3.0 } else { 1.0 };
+    println!(
+        "{} {} batch {} at {size}x{size}: {:.3} s/iter, {img_per_s:.2} img/s, {:.1} GFLOP/s ({} threads)",
+        spec.name,
+        if args.train { "training step" } else { "inference" },
+        args.batch,
+        seconds_per_iter,
+        flops_per_img * img_per_s / 1e9,
+        rayon_threads(),
+    );
+    Ok(())
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

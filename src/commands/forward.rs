@@ -1,0 +1,90 @@
+//! `tricks forward`: logits (and stage features) of a model on a tensor from a file, so that
+//! anyone can check our numerics against another framework.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use zoo::models::{create_model, ModelSpec};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Architecture, as listed by `tricks models`.
+    #[arg(long)]
+    pub model: String,
+    /// Weights in timm's names (safetensors). The classifier's size is read from `fc.weight`;
+    /// a file without `fc` runs the model without its classifier.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Safetensors file with an f32 tensor `input` of shape (N, 3, H, W).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write `logits` (and `features.0` … `features.3`).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Use batch statistics in batch norm, as in training.
+    #[arg(long)]
+    pub train_mode: bool,
+    /// Also write the outputs of the four stages.
+    #[arg(long)]
+    pub features: bool,
+}
+
+/// The `input` tensor of the file at `path`, checked to be an f32 image batch.
+fn read_input(path: &PathBuf) -> Result<Tensor> {
+    let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading input {}", path.display()))?;
+    let Some(input) = tensors.remove("input") else {
+        let mut found: Vec<_> = tensors.keys().cloned().collect();
+        found.sort();
+        bail!(
+            "{}: no tensor named `input` (found: {})",
+            path.display(),
+            if found.is_empty() { "none".into() } else { found.join(", ") }
+        );
+    };
+    if input.rank() != 4 {
+        bail!(
+            "{}: `input` must have shape (N, C, H, W), got {:?}",
+            path.display(),
+            input.dims()
+        );
+    }
+    if input.dtype() != DType::F32 {
+        bail!("{}: `input` must be f32, got {:?}", path.display(), input.dtype());
+    }
+    Ok(input)
+}
+
+/// Classes of the classifier stored in the weights file (0 if it has none).
+fn num_classes_in(path: &PathBuf) -> Result<usize> {
+    let file = std::fs::read(path).with_context(|| format!("reading weights {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&file)
+        .map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file: {e}", path.display()))?;
+    Ok(st.tensor("fc.weight").map(|t| t.shape()[0]).unwrap_or(0))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let spec = ModelSpec::find(&args.model)?;
+    let input = read_input(&args.input)?;
+    let spec = spec.with_num_classes(num_classes_in(&args.weights)?);
+    let model = create_model(&spec, &Device::Cpu, 0)?;
+    zoo::weights::load_weights(&model.vars, &args.weights, &spec.name)?;
+    let (_, c, _, _) = input.dims4()?;
+    if c != spec.input_size.0 {
+        bail!("{}: `input` has {c} channels, {} takes {}", args.input.display(), spec.name, spec.input_size.0);
+    }
+
+    let features = model.net.forward_features(&input, args.train_mode)?;
+    let mut out = HashMap::new();
+    out.insert("logits".to_string(), model.net.forward_head(&features[3])?);
+    if args.features {
+        for (i, f) in features.into_iter().enumerate() {
+            out.insert(format!("features.{i}"), f);
+        }
+    }
+    zoo::weights::save_tensors(&out, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand; each has its clap `Args` and a `run`.
+
+pub mod bench;
+pub mod forward;
+pub mod models;
