@@ -48,23 +48,35 @@ impl Workspace {
 }
 
 fn save(path: &Path, tensors: &[(&str, Tensor)]) {
-    let map: HashMap<String, Tensor> = tensors.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let map: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     candle_core::safetensors::save(&map, path).unwrap();
 }
 
 fn workspace() -> &'static Workspace {
     static WS: OnceLock<Workspace> = OnceLock::new();
     WS.get_or_init(|| {
-        let ws = Workspace { dir: tempfile::tempdir().unwrap() };
+        let ws = Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        };
         let spec = ModelSpec::find("resnet18").unwrap().with_num_classes(10);
         let model = create_model(&spec, &Device::Cpu, 3).unwrap();
         zoo::weights::save_weights(&model.vars, &ws.path("resnet18.safetensors")).unwrap();
         let x = ops::gradcheck::uniform(&[2, 3, 65, 47], 9, &Device::Cpu).unwrap();
         save(&ws.path("input.safetensors"), &[("input", x.clone())]);
         save(&ws.path("renamed.safetensors"), &[("image", x.clone())]);
-        save(&ws.path("rank3.safetensors"), &[("input", x.get(0).unwrap())]);
+        save(
+            &ws.path("rank3.safetensors"),
+            &[("input", x.get(0).unwrap())],
+        );
         let bytes = std::fs::read(ws.path("resnet18.safetensors")).unwrap();
-        std::fs::write(ws.path("truncated.safetensors"), &bytes[..bytes.len() - 1000]).unwrap();
+        std::fs::write(
+            ws.path("truncated.safetensors"),
+            &bytes[..bytes.len() - 1000],
+        )
+        .unwrap();
         ws
     })
 }
@@ -108,20 +120,31 @@ fn forward_writes_logits_and_features_matching_the_library() {
         let out = tricks(&args);
         assert!(out.status.success(), "{}", stderr(&out));
 
-        let written = candle_core::safetensors::load(ws.path("out.safetensors"), &Device::Cpu).unwrap();
+        let written =
+            candle_core::safetensors::load(ws.path("out.safetensors"), &Device::Cpu).unwrap();
         assert_eq!(written["logits"].dims(), [2, 10]);
         // Stage outputs of a 65x47 input: strides 4, 8, 16, 32 with rounding up.
-        let expect = [[2, 64, 17, 12], [2, 128, 9, 6], [2, 256, 5, 3], [2, 512, 3, 2]];
+        let expect = [
+            [2, 64, 17, 12],
+            [2, 128, 9, 6],
+            [2, 256, 5, 3],
+            [2, 512, 3, 2],
+        ];
         for (i, dims) in expect.iter().enumerate() {
             assert_eq!(written[&format!("features.{i}")].dims(), dims);
         }
 
         let spec = ModelSpec::find("resnet18").unwrap().with_num_classes(10);
         let model = create_model(&spec, &Device::Cpu, 0).unwrap();
-        zoo::weights::load_weights(&model.vars, &ws.path("resnet18.safetensors"), "resnet18").unwrap();
-        let input = candle_core::safetensors::load(ws.path("input.safetensors"), &Device::Cpu).unwrap();
+        zoo::weights::load_weights(&model.vars, &ws.path("resnet18.safetensors"), "resnet18")
+            .unwrap();
+        let input =
+            candle_core::safetensors::load(ws.path("input.safetensors"), &Device::Cpu).unwrap();
         let logits = model.net.forward_t(&input["input"], train).unwrap();
-        assert_eq!(ops::gradcheck::max_abs_diff(&logits, &written["logits"]).unwrap(), 0.0);
+        assert_eq!(
+            ops::gradcheck::max_abs_diff(&logits, &written["logits"]).unwrap(),
+            0.0
+        );
     }
 }
 
@@ -145,13 +168,37 @@ fn forward_rejects_bad_inputs_with_clear_errors() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_fails_with(&args, needles);
     };
-    check(run("resnet51", "resnet18.safetensors", "input.safetensors"), &["unknown model `resnet51`", "resnet50d"]);
-    check(run("resnet18", "resnet18.safetensors", "renamed.safetensors"), &["no tensor named `input`", "image"]);
-    check(run("resnet18", "resnet18.safetensors", "rank3.safetensors"), &["(N, C, H, W)", "[3, 65, 47]"]);
-    check(run("resnet18", "resnet18.safetensors", "missing.safetensors"), &["missing.safetensors"]);
-    check(run("resnet50d", "resnet18.safetensors", "input.safetensors"), &["resnet18.safetensors", "resnet50d", "conv1.0.weight"]);
-    check(run("resnet34", "resnet18.safetensors", "input.safetensors"), &["resnet34", "layer1.2"]);
-    check(run("resnet18", "truncated.safetensors", "input.safetensors"), &["truncated.safetensors", "safetensors"]);
-    check(run("resnet18", "input.safetensors", "input.safetensors"), &["input.safetensors", "`input`", "not weights of this model"]);
+    check(
+        run("resnet51", "resnet18.safetensors", "input.safetensors"),
+        &["unknown model `resnet51`", "resnet50d"],
+    );
+    check(
+        run("resnet18", "resnet18.safetensors", "renamed.safetensors"),
+        &["no tensor named `input`", "image"],
+    );
+    check(
+        run("resnet18", "resnet18.safetensors", "rank3.safetensors"),
+        &["(N, C, H, W)", "[3, 65, 47]"],
+    );
+    check(
+        run("resnet18", "resnet18.safetensors", "missing.safetensors"),
+        &["missing.safetensors"],
+    );
+    check(
+        run("resnet50d", "resnet18.safetensors", "input.safetensors"),
+        &["resnet18.safetensors", "resnet50d", "conv1.0.weight"],
+    );
+    check(
+        run("resnet34", "resnet18.safetensors", "input.safetensors"),
+        &["resnet34", "layer1.2"],
+    );
+    check(
+        run("resnet18", "truncated.safetensors", "input.safetensors"),
+        &["truncated.safetensors", "safetensors"],
+    );
+    check(
+        run("resnet18", "input.safetensors", "input.safetensors"),
+        &["input.safetensors", "`input`", "not weights of this model"],
+    );
     assert!(!ws.path("never.safetensors").exists());
 }

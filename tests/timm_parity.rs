@@ -106,7 +106,10 @@ fn check(name: &str) {
             let (net, _) = model(name);
             let logits = net.forward_t(x, train).unwrap();
             let err = relative_error(&logits, &expected[&format!("logits.{mode}.{size}")]);
-            assert!(err <= 1e-4, "{name}: logits ({mode}, {size}) differ by {err:e}");
+            assert!(
+                err <= 1e-4,
+                "{name}: logits ({mode}, {size}) differ by {err:e}"
+            );
             worst_logits = worst_logits.max(err);
         }
     }
@@ -126,7 +129,10 @@ fn check(name: &str) {
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{name}: no gradient for {param}"));
             let err = relative_error(grad, reference);
-            assert!(err <= 1e-3, "{name}: gradient of {param} differs by {err:e}");
+            assert!(
+                err <= 1e-3,
+                "{name}: gradient of {param} differs by {err:e}"
+            );
             worst_grad = worst_grad.max(err);
             checked += 1;
         } else if let Some(buffer) = key.strip_prefix("after_train.") {
@@ -137,8 +143,13 @@ fn check(name: &str) {
             );
         }
     }
-    assert!(checked > 20, "{name}: only {checked} gradients in the fixture");
-    eprintln!("{name}: worst relative error: logits {worst_logits:.1e}, gradients {worst_grad:.1e}");
+    assert!(
+        checked > 20,
+        "{name}: only {checked} gradients in the fixture"
+    );
+    eprintln!(
+        "{name}: worst relative error: logits {worst_logits:.1e}, gradients {worst_grad:.1e}"
+    );
 }
 
 #[test]

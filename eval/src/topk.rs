@@ -30,7 +30,7 @@ impl TopK {
         classes: usize,
         labels: &[usize],
     ) -> Result<(), EvalError> {
-        if classes == 0 || scores.len() % classes != 0 {
+        if classes == 0 || !scores.len().is_multiple_of(classes) {
             return Err(EvalError::Shape {
                 scores: scores.len(),
                 classes,
@@ -80,7 +80,14 @@ mod tests {
         ];
         let mut acc = TopK::default();
         acc.update(&scores, 7, &[1, 4, 6]).unwrap();
-        assert_eq!(acc, TopK { top1: 1, top5: 2, total: 3 });
+        assert_eq!(
+            acc,
+            TopK {
+                top1: 1,
+                top5: 2,
+                total: 3
+            }
+        );
         assert!((acc.top1_accuracy() - 1.0 / 3.0).abs() < 1e-12);
         assert!((acc.top5_accuracy() - 2.0 / 3.0).abs() < 1e-12);
     }
@@ -97,7 +104,10 @@ mod tests {
         let mut acc = TopK::default();
         assert_eq!(
             acc.update(&[0.0; 5], 2, &[0]),
-            Err(EvalError::Shape { scores: 5, classes: 2 })
+            Err(EvalError::Shape {
+                scores: 5,
+                classes: 2
+            })
         );
         assert_eq!(
             acc.update(&[0.0; 4], 2, &[0]),
@@ -105,7 +115,10 @@ mod tests {
         );
         assert_eq!(
             acc.update(&[0.0; 2], 2, &[2]),
-            Err(EvalError::LabelRange { label: 2, classes: 2 })
+            Err(EvalError::LabelRange {
+                label: 2,
+                classes: 2
+            })
         );
         assert_eq!(acc.total, 0);
     }

@@ -55,7 +55,8 @@ pub fn run(args: Args) -> Result<()> {
     let seconds_per_iter = start.elapsed().as_secs_f64() / args.iters.max(1) as f64;
     let img_per_s = args.batch as f64 / seconds_per_iter;
     // A training step costs about three forward passes (forward, input and weight gradients).
-    let flops_per_img = 2.0 * model.net.macs(size, size) as f64 * if args.train { 3.0 } else { 1.0 };
+    let flops_per_img =
+        2.0 * model.net.macs(size, size) as f64 * if args.train { 3.0 } else { 1.0 };
     println!(
         "{} {} batch {} at {size}x{size}: {:.3} s/iter, {img_per_s:.2} img/s, {:.1} GFLOP/s ({} threads)",
         spec.name,

@@ -41,7 +41,11 @@ fn read_input(path: &PathBuf) -> Result<Tensor> {
         bail!(
             "{}: no tensor named `input` (found: {})",
             path.display(),
-            if found.is_empty() { "none".into() } else { found.join(", ") }
+            if found.is_empty() {
+                "none".into()
+            } else {
+                found.join(", ")
+            }
         );
     };
     if input.rank() != 4 {
@@ -52,14 +56,19 @@ fn read_input(path: &PathBuf) -> Result<Tensor> {
         );
     }
     if input.dtype() != DType::F32 {
-        bail!("{}: `input` must be f32, got {:?}", path.display(), input.dtype());
+        bail!(
+            "{}: `input` must be f32, got {:?}",
+            path.display(),
+            input.dtype()
+        );
     }
     Ok(input)
 }
 
 /// Classes of the classifier stored in the weights file (0 if it has none).
 fn num_classes_in(path: &PathBuf) -> Result<usize> {
-    let file = std::fs::read(path).with_context(|| format!("reading weights {}", path.display()))?;
+    let file =
+        std::fs::read(path).with_context(|| format!("reading weights {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&file)
         .map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file: {e}", path.display()))?;
     Ok(st.tensor("fc.weight").map(|t| t.shape()[0]).unwrap_or(0))
@@ -73,7 +82,12 @@ pub fn run(args: Args) -> Result<()> {
     zoo::weights::load_weights(&model.vars, &args.weights, &spec.name)?;
     let (_, c, _, _) = input.dims4()?;
     if c != spec.input_size.0 {
-        bail!("{}: `input` has {c} channels, {} takes {}", args.input.display(), spec.name, spec.input_size.0);
+        bail!(
+            "{}: `input` has {c} channels, {} takes {}",
+            args.input.display(),
+            spec.name,
+            spec.input_size.0
+        );
     }
 
     let features = model.net.forward_features(&input, args.train_mode)?;

@@ -14,7 +14,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<14} {:>10} {:>8} {:>10}", "model", "params (M)", "GMACs", "input")?;
+    writeln!(
+        out,
+        "{:<14} {:>10} {:>8} {:>10}",
+        "model", "params (M)", "GMACs", "input"
+    )?;
     for spec in ModelSpec::all() {
         if let Some(f) = &args.filter {
             if !spec.name.contains(f.as_str()) {

@@ -92,7 +92,11 @@ impl Nag {
             .iter()
             .map(|s| (s.name.as_str(), s.weight_decay > 0.0))
             .fold((vec![], vec![]), |(mut d, mut n), (name, decays)| {
-                if decays { d.push(name) } else { n.push(name) }
+                if decays {
+                    d.push(name)
+                } else {
+                    n.push(name)
+                }
                 (d, n)
             })
     }
@@ -163,7 +167,10 @@ mod tests {
     fn no_bias_decay_exempts_rank_one_parameters() -> Result<()> {
         let d = Device::Cpu;
         let vars = vec![
-            ("conv.weight".to_string(), Var::ones((2, 2, 1, 1), DType::F32, &d)?),
+            (
+                "conv.weight".to_string(),
+                Var::ones((2, 2, 1, 1), DType::F32, &d)?,
+            ),
             ("bn.weight".to_string(), Var::ones(2, DType::F32, &d)?),
             ("fc.bias".to_string(), Var::ones(2, DType::F32, &d)?),
         ];
@@ -172,7 +179,10 @@ mod tests {
             ..Default::default()
         };
         let nag = Nag::from_vars(vars.clone(), cfg);
-        assert_eq!(nag.decay_split(), (vec!["conv.weight"], vec!["bn.weight", "fc.bias"]));
+        assert_eq!(
+            nag.decay_split(),
+            (vec!["conv.weight"], vec!["bn.weight", "fc.bias"])
+        );
         let all = Nag::from_vars(vars, NagConfig::default());
         assert_eq!(all.decay_split().1.len(), 0);
         Ok(())

@@ -32,7 +32,11 @@ pub fn load_weights(vars: &VarMap, path: &Path, model: &str) -> Result<()> {
         return Err(ZooError::NoMatchingTensors {
             path: path.to_path_buf(),
             model: model.to_string(),
-            example: tensors.keys().min().cloned().unwrap_or_else(|| "none".into()),
+            example: tensors
+                .keys()
+                .min()
+                .cloned()
+                .unwrap_or_else(|| "none".into()),
         });
     }
     for name in names {
