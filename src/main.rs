@@ -16,6 +16,8 @@ struct Cli {
 enum Command {
     /// List every architecture with its parameter count and GMACs at its default input size.
     Models(commands::models::Args),
+    /// Write freshly initialised weights of a model (Section 2.1: Xavier, zero biases, γ = 1).
+    Init(commands::init::Args),
     /// Run a model on an input tensor and write its logits (and stage features).
     Forward(commands::forward::Args),
     /// Time inference or a training step (forward, backward, NAG update) of a model.
@@ -25,6 +27,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Models(args) => commands::models::run(args),
+        Command::Init(args) => commands::init::run(args),
         Command::Forward(args) => commands::forward::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };

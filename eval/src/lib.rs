@@ -4,17 +4,23 @@
 //!
 //! Detection mAP and segmentation pixel accuracy / mIoU join with the transfer tasks.
 
+#![warn(missing_docs)]
+
 mod topk;
 
 pub use topk::{rank_of_label, TopK};
 
 /// Errors of malformed metric inputs.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[allow(missing_docs)] // The fields are named by the messages.
 pub enum EvalError {
+    /// The flat scores are not a whole number of rows.
     #[error("{scores} scores do not divide into rows of {classes} classes")]
     Shape { scores: usize, classes: usize },
+    /// Scores and labels disagree on the number of samples.
     #[error("{rows} rows of scores but {labels} labels")]
     LabelCount { rows: usize, labels: usize },
+    /// A label names no class.
     #[error("label {label} is outside 0..{classes}")]
     LabelRange { label: usize, classes: usize },
 }

@@ -17,8 +17,11 @@ pub fn rank_of_label(scores: &[f32], label: usize) -> usize {
 /// Running top-1 and top-5 accuracy over batches of scores (logits or probabilities).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TopK {
+    /// Samples whose true class scored highest.
     pub top1: usize,
+    /// Samples whose true class was among the five highest.
     pub top5: usize,
+    /// Samples seen.
     pub total: usize,
 }
 

@@ -9,9 +9,13 @@ use crate::shape::pool_output_size;
 /// the paper).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dParams {
+    /// Step between windows.
     pub stride: usize,
+    /// Zeros added on every side.
     pub padding: usize,
+    /// Spacing between kernel taps.
     pub dilation: usize,
+    /// Channel groups (input and output channels split into this many independent parts).
     pub groups: usize,
 }
 

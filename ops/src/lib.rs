@@ -13,6 +13,8 @@
 //! Every op is checked against finite differences by [`gradcheck`]. This crate knows nothing
 //! about models; it is the layer under `zoo`.
 
+#![warn(missing_docs)]
+
 mod batch_norm;
 mod conv;
 mod dispatch;

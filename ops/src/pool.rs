@@ -11,7 +11,9 @@ use num_traits::Zero as _;
 /// Hyper-parameters of a 2-D pooling window, with PyTorch's meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool2dParams {
+    /// Window height and width.
     pub kernel: usize,
+    /// Step between windows.
     pub stride: usize,
     /// Implicit padding on every side: −∞ for max pooling, zeros for average pooling.
     pub padding: usize,

@@ -2,4 +2,5 @@
 
 pub mod bench;
 pub mod forward;
+pub mod init;
 pub mod models;

@@ -8,5 +8,7 @@
 //! Nothing here knows a particular architecture: it works on any [`zoo::Classifier`] and the
 //! [`candle_nn::VarMap`] that holds its parameters.
 
+#![warn(missing_docs)]
+
 pub mod optim;
 pub mod step;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong building a model or reading and writing its weights.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // Each variant's message documents it and names its fields.
 pub enum ZooError {
     #[error("unknown model `{name}`; known models: {known}")]
     UnknownModel { name: String, known: String },

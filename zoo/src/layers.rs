@@ -189,7 +189,9 @@ impl BatchNorm2d {
 /// A convolution followed by batch norm: the unit every ResNet layer is made of.
 #[derive(Debug, Clone)]
 pub struct ConvBn {
+    /// The convolution.
     pub conv: Conv2d,
+    /// The batch norm on its output.
     pub bn: BatchNorm2d,
 }
 

@@ -11,6 +11,8 @@
 //! Models know nothing about training: they expose `forward_t(x, train)` and their
 //! parameters live in a [`candle_nn::VarMap`] whose names are the checkpoint's names.
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod init;
 pub mod layers;

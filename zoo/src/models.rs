@@ -27,7 +27,9 @@ pub static MODEL_NAMES: std::sync::LazyLock<Vec<String>> =
 /// A named architecture with its configuration and default input size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
+    /// The name `tricks` and the registry use (timm's where timm has one).
     pub name: String,
+    /// The architecture and its configuration.
     pub arch: Arch,
     /// Default input (channels, height, width).
     pub input_size: (usize, usize, usize),
@@ -36,6 +38,7 @@ pub struct ModelSpec {
 /// The architecture families of the zoo.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arch {
+    /// A ResNet of the paper's family.
     ResNet(ResNetConfig),
 }
 
@@ -80,6 +83,14 @@ impl ModelSpec {
         self
     }
 
+    /// The same model with zero-γ initialisation (Section 3.1) switched on or off.
+    pub fn with_zero_gamma(mut self, zero_gamma: bool) -> Self {
+        match &mut self.arch {
+            Arch::ResNet(cfg) => cfg.zero_gamma = zero_gamma,
+        }
+        self
+    }
+
     /// Trainable parameters and multiply-accumulates at the default input size, from the
     /// network's structure alone (no initialisation).
     pub fn params_and_macs(&self) -> Result<(usize, u64)> {
@@ -99,8 +110,11 @@ impl ModelSpec {
 
 /// A model with its variables: what `tricks forward`, training and export work on.
 pub struct Model {
+    /// What was built.
     pub spec: ModelSpec,
+    /// The network.
     pub net: Box<dyn Classifier>,
+    /// Its parameters and batch-norm buffers, by checkpoint name.
     pub vars: VarMap,
 }
 

@@ -22,7 +22,9 @@ use crate::{Classifier, ZooError};
 /// with 4× expansion (ResNet-50 and deeper).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockKind {
+    /// Two 3×3 convolutions.
     Basic,
+    /// 1×1 reduce, 3×3, 1×1 expand ×4.
     Bottleneck,
 }
 
@@ -64,11 +66,13 @@ pub enum ResNetVariant {
 /// Everything that defines a ResNet. Construct with [`ResNetConfig::new`] and adjust fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResNetConfig {
+    /// Basic (ResNet-18/34) or bottleneck (ResNet-50 and deeper) blocks.
     pub block: BlockKind,
     /// Blocks per stage.
     pub layers: [usize; 4],
     /// "Planes" per stage; stage outputs are these times the block expansion.
     pub channels: [usize; 4],
+    /// Plain 7×7 or deep 3×3 stem.
     pub stem: StemKind,
     /// Width of the deep stem's first two convolutions (its output is twice this); the
     /// output width of the plain stem.
@@ -77,6 +81,7 @@ pub struct ResNetConfig {
     pub avg_down: bool,
     /// The original ResNet: stride on the bottleneck's first 1×1 rather than its 3×3.
     pub stride_in_1x1: bool,
+    /// Channels of the input image.
     pub in_chans: usize,
     /// Classes of the classifier; 0 drops the classifier and returns pooled features.
     pub num_classes: usize,
@@ -84,6 +89,7 @@ pub struct ResNetConfig {
     pub output_stride: usize,
     /// Zero-γ (Section 3.1): initialise γ of each block's last batch norm to 0.
     pub zero_gamma: bool,
+    /// Settings of every batch norm.
     pub bn: BatchNormConfig,
 }
 
