@@ -10,5 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod loss;
 pub mod optim;
+pub mod schedule;
 pub mod step;
