@@ -10,7 +10,11 @@
 
 #![warn(missing_docs)]
 
+pub mod data;
+mod error;
 pub mod loss;
 pub mod optim;
 pub mod schedule;
 pub mod step;
+
+pub use error::TrainingError;
