@@ -20,6 +20,14 @@ enum Command {
     Init(commands::init::Args),
     /// Run a model on an input tensor and write its logits (and stage features).
     Forward(commands::forward::Args),
+    /// Make datasets (`data synth`: the procedural shapes set in the ImageNet layout).
+    Data(commands::data::Args),
+    /// Train a model on a folder of images with a recipe, or resume a run.
+    Train(Box<commands::train::Args>),
+    /// Top-1/top-5 and the logit gap of a model on a validation folder.
+    Eval(commands::eval::Args),
+    /// Print a recipe's learning rate for every update (CSV).
+    Schedule(commands::schedule::Args),
     /// Time inference or a training step (forward, backward, NAG update) of a model.
     Bench(commands::bench::Args),
 }
@@ -30,6 +38,10 @@ fn main() -> std::process::ExitCode {
         Command::Init(args) => commands::init::run(args),
         Command::Forward(args) => commands::forward::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Data(args) => commands::data::run(args),
+        Command::Train(args) => commands::train::run(*args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Schedule(args) => commands::schedule::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

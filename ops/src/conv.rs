@@ -1,6 +1,6 @@
 //! 2-D convolution with an exact gradient for any input size, as im2col + matmul.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 use crate::im2col::{Im2Col, Window};
 use crate::shape::pool_output_size;
@@ -40,13 +40,26 @@ impl Conv2dParams {
     }
 }
 
+/// `a · b`, also for bf16 on the CPU, where Candle has no bf16 matmul kernel: there the
+/// product is accumulated in f32 and rounded back to bf16 (activations and weights stay
+/// bf16-rounded, as on hardware whose bf16 matmuls accumulate in f32).
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dtype() == DType::BF16 && a.device().is_cpu() {
+        a.to_dtype(DType::F32)?
+            .matmul(&b.to_dtype(DType::F32)?)?
+            .to_dtype(DType::BF16)
+    } else {
+        a.matmul(b)
+    }
+}
+
 /// Convolution of `x: (N, C_in, H, W)` with `weight: (C_out, C_in / groups, kh, kw)`, without
 /// bias (every convolution of the paper's networks is followed by batch norm).
 ///
-/// The input is unfolded by im2col (whose backward is col2im, exact whatever the parities
-/// of H and W) and multiplied by the weight with Candle's matmul, so both gradients come
-/// from Candle's autograd. The input gradient is only built when the input needs one. A
-/// 1×1 convolution with stride 1 and no padding skips im2col altogether.
+/// The batch is unfolded by im2col into one matrix (whose backward is col2im, exact
+/// whatever the parities of H and W) and multiplied by the weight with Candle's matmul, so
+/// both gradients come from Candle's autograd as single large matmuls. The input gradient
+/// is only built when the input needs one.
 pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     let (n, c_in, h, w) = x.dims4()?;
     let (c_out, c_in_group, kh, kw) = weight.dims4()?;
@@ -65,26 +78,22 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
             p.padding
         );
     };
-    let cols = if (kh, kw, p.stride, p.padding) == (1, 1, 1, 0) {
-        x.reshape((n, c_in, h * w))?
-    } else {
-        let win = Window {
-            kh,
-            kw,
-            stride: p.stride,
-            padding: p.padding,
-            dilation: p.dilation,
-            h,
-            w,
-            oh,
-            ow,
-        };
-        x.contiguous()?.apply_op1(Im2Col(win))?
+    let win = Window {
+        kh,
+        kw,
+        stride: p.stride,
+        padding: p.padding,
+        dilation: p.dilation,
+        h,
+        w,
+        oh,
+        ow,
     };
+    // (C_in·kh·kw, N·OH·OW): the whole batch as one matrix.
+    let cols = x.contiguous()?.apply_op1(Im2Col(win))?;
     let taps = kh * kw;
     let out = if p.groups == 1 {
-        let wm = weight.reshape((c_out, c_in * taps))?;
-        wm.broadcast_left(n)?.matmul(&cols)?
+        matmul(&weight.reshape((c_out, c_in * taps))?, &cols)?
     } else {
         let per_group_in = c_in_group * taps;
         let per_group_out = c_out / p.groups;
@@ -93,20 +102,20 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
                 let wm = weight
                     .narrow(0, g * per_group_out, per_group_out)?
                     .reshape((per_group_out, per_group_in))?;
-                let cg = cols.narrow(1, g * per_group_in, per_group_in)?;
-                wm.broadcast_left(n)?.matmul(&cg)
+                matmul(&wm, &cols.narrow(0, g * per_group_in, per_group_in)?)
             })
             .collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&outs, 1)?
+        Tensor::cat(&outs, 0)?
     };
-    out.reshape((n, c_out, oh, ow))
+    // (C_out, N·OH·OW) to (N, C_out, OH, OW).
+    out.reshape((c_out, n, oh, ow))?.transpose(0, 1)?.contiguous()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::gradcheck::{assert_close, check_gradients};
-    use candle_core::{DType, Device};
+    use candle_core::Device;
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
         crate::gradcheck::uniform(shape, seed, &Device::Cpu).unwrap()
@@ -230,6 +239,20 @@ mod tests {
             let x = rand(&[2, 4, h, w], 5).to_dtype(DType::F64)?;
             let wt = rand(&[4, 4 / p.groups, k, k], 6).to_dtype(DType::F64)?;
             check_gradients(&[x, wt], |v| conv2d(&v[0], &v[1], p), 1e-6, 1e-5)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn runs_in_half_precisions() -> Result<()> {
+        let x = rand(&[2, 4, 9, 7], 12);
+        let wt = rand(&[6, 4, 3, 3], 13);
+        let p = Conv2dParams { stride: 2, padding: 1, ..Default::default() };
+        let reference = conv2d(&x, &wt, p)?;
+        for dtype in [DType::F16, DType::BF16] {
+            let y = conv2d(&x.to_dtype(dtype)?, &wt.to_dtype(dtype)?, p)?;
+            assert_eq!(y.dtype(), dtype);
+            assert_close(&y.to_dtype(DType::F32)?, &reference, 3e-2);
         }
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! im2col and its adjoint col2im: the data movement that turns a convolution into a matmul.
 //!
-//! For an input `(N, C, H, W)` and a `kh × kw` window, im2col produces `(N, C·kh·kw,
-//! OH·OW)` whose row `c·kh·kw + i·kw + j` holds, for every output position, the input pixel
-//! under tap `(i, j)` of channel `c` (zero in the padding). The row order matches a weight
-//! `(C_out, C, kh, kw)` flattened to `(C_out, C·kh·kw)`. col2im scatters such columns back,
-//! summing overlaps, so it is exactly the transpose of im2col and serves as its gradient.
+//! For an input `(N, C, H, W)` and a `kh × kw` window, im2col produces a matrix
+//! `(C·kh·kw, N·OH·OW)` whose row `c·kh·kw + i·kw + j` holds, for every image and output
+//! position, the input pixel under tap `(i, j)` of channel `c` (zero in the padding). The
+//! row order matches a weight `(C_out, C, kh, kw)` flattened to `(C_out, C·kh·kw)`, and the
+//! whole batch is one matrix, so a convolution is one large matmul and its weight gradient
+//! another (no per-image products to sum). col2im scatters such columns back, summing
+//! overlaps, so it is exactly the transpose of im2col and serves as its gradient.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -44,25 +46,30 @@ impl Window {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Im2Col(pub Window);
 
-fn im2col<T: Elem>(x: &[T], planes: usize, win: &Window) -> Result<Vec<T>> {
+/// Unfolds `(N, C, H, W)` into `(C·kh·kw, N·L)`, one channel's `kh·kw` rows per task.
+fn im2col<T: Elem>(x: &[T], n: usize, c: usize, win: &Window) -> Result<Vec<T>> {
     let l = win.oh * win.ow;
-    let plane_out = win.taps() * l;
-    let mut out = vec![T::zero(); planes * plane_out];
-    out.par_chunks_mut(plane_out)
-        .zip(x.par_chunks(win.h * win.w))
-        .for_each(|(cols, img)| {
-            for i in 0..win.kh {
-                for j in 0..win.kw {
-                    let row = &mut cols[(i * win.kw + j) * l..][..l];
-                    for oy in 0..win.oh {
-                        let dst = &mut row[oy * win.ow..][..win.ow];
-                        let Some(y) = win.source(oy, i, win.h) else {
-                            continue;
-                        };
-                        let src = &img[y * win.w..][..win.w];
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            if let Some(x) = win.source(ox, j, win.w) {
-                                *d = src[x];
+    let plane = win.h * win.w;
+    let per_channel = win.taps() * n * l;
+    let mut out = vec![T::zero(); c * per_channel];
+    out.par_chunks_mut(per_channel)
+        .enumerate()
+        .for_each(|(ch, rows)| {
+            for img in 0..n {
+                let src_plane = &x[(img * c + ch) * plane..][..plane];
+                for i in 0..win.kh {
+                    for j in 0..win.kw {
+                        let row = &mut rows[((i * win.kw + j) * n + img) * l..][..l];
+                        for oy in 0..win.oh {
+                            let Some(y) = win.source(oy, i, win.h) else {
+                                continue;
+                            };
+                            let src = &src_plane[y * win.w..][..win.w];
+                            let dst = &mut row[oy * win.ow..][..win.ow];
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                if let Some(x) = win.source(ox, j, win.w) {
+                                    *d = src[x];
+                                }
                             }
                         }
                     }
@@ -72,30 +79,30 @@ fn im2col<T: Elem>(x: &[T], planes: usize, win: &Window) -> Result<Vec<T>> {
     Ok(out)
 }
 
-fn col2im<T: Elem>(cols: &[T], planes: usize, win: &Window) -> Result<Vec<T>> {
+/// Scatters the columns back into `(N, C, H, W)`, one output plane per task.
+fn col2im<T: Elem>(cols: &[T], n: usize, c: usize, win: &Window) -> Result<Vec<T>> {
     let l = win.oh * win.ow;
-    let plane_in = win.taps() * l;
-    let mut out = vec![T::zero(); planes * win.h * win.w];
-    out.par_chunks_mut(win.h * win.w)
-        .zip(cols.par_chunks(plane_in))
-        .for_each(|(img, cols)| {
-            for i in 0..win.kh {
-                for j in 0..win.kw {
-                    let row = &cols[(i * win.kw + j) * l..][..l];
-                    for oy in 0..win.oh {
-                        let Some(y) = win.source(oy, i, win.h) else {
-                            continue;
-                        };
-                        let dst = &mut img[y * win.w..][..win.w];
-                        for (ox, &g) in row[oy * win.ow..][..win.ow].iter().enumerate() {
-                            if let Some(x) = win.source(ox, j, win.w) {
-                                dst[x] += g;
-                            }
+    let plane = win.h * win.w;
+    let mut out = vec![T::zero(); n * c * plane];
+    out.par_chunks_mut(plane).enumerate().for_each(|(index, img)| {
+        let (image, ch) = (index / c, index % c);
+        for i in 0..win.kh {
+            for j in 0..win.kw {
+                let row = &cols[((ch * win.taps() + i * win.kw + j) * n + image) * l..][..l];
+                for oy in 0..win.oh {
+                    let Some(y) = win.source(oy, i, win.h) else {
+                        continue;
+                    };
+                    let dst = &mut img[y * win.w..][..win.w];
+                    for (ox, &g) in row[oy * win.ow..][..win.ow].iter().enumerate() {
+                        if let Some(x) = win.source(ox, j, win.w) {
+                            dst[x] += g;
                         }
                     }
                 }
             }
-        });
+        }
+    });
     Ok(out)
 }
 
@@ -116,10 +123,11 @@ impl CustomOp1 for Im2Col {
         }
         let out = dispatch_float!("im2col", s, |T| im2col::<T>(
             contiguous::<T>(s, l, "im2col")?,
-            n * c,
+            n,
+            c,
             &win
         ))?;
-        Ok((out, Shape::from((n, c * win.taps(), win.oh * win.ow))))
+        Ok((out, Shape::from((c * win.taps(), n * win.oh * win.ow))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -138,15 +146,17 @@ impl CustomOp1 for Col2Im {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, rows, cols) = l.shape().dims3()?;
+        let (rows, cols) = l.shape().dims2()?;
         let win = self.0;
-        if rows % win.taps() != 0 || cols != win.oh * win.ow {
+        let per_image = win.oh * win.ow;
+        if !rows.is_multiple_of(win.taps()) || !cols.is_multiple_of(per_image) {
             candle_core::bail!("col2im: columns {:?} do not fit window {win:?}", l.shape());
         }
-        let c = rows / win.taps();
+        let (c, n) = (rows / win.taps(), cols / per_image);
         let out = dispatch_float!("col2im", s, |T| col2im::<T>(
             contiguous::<T>(s, l, "col2im")?,
-            n * c,
+            n,
+            c,
             &win
         ))?;
         Ok((out, Shape::from((n, c, win.h, win.w))))

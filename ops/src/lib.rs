@@ -24,6 +24,6 @@ mod pool;
 mod shape;
 
 pub use batch_norm::batch_norm_train;
-pub use conv::{conv2d, Conv2dParams};
+pub use conv::{conv2d, matmul, Conv2dParams};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dParams};
 pub use shape::pool_output_size;

@@ -1,6 +1,10 @@
 //! One module per subcommand; each has its clap `Args` and a `run`.
 
 pub mod bench;
+pub mod data;
+pub mod eval;
 pub mod forward;
 pub mod init;
 pub mod models;
+pub mod schedule;
+pub mod train;

@@ -10,11 +10,15 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod loss;
 pub mod optim;
+pub mod precision;
+pub mod recipe;
 pub mod schedule;
 pub mod step;
+pub mod trainer;
 
 pub use error::TrainingError;

@@ -101,19 +101,35 @@ impl Nag {
             })
     }
 
+    /// The gradients in `grads` of this optimiser's parameters, in its order.
+    pub fn gradients(&self, grads: &GradStore) -> Vec<Option<Tensor>> {
+        self.slots
+            .iter()
+            .map(|s| grads.get(s.var.as_tensor()).cloned())
+            .collect()
+    }
+
     /// Applies one update with learning rate `lr`; parameters without a gradient in `grads`
     /// are left alone.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        let grads = self.gradients(grads);
+        self.apply(&grads, lr)
+    }
+
+    /// Applies one update with gradients given in this optimiser's order (as
+    /// [`Nag::gradients`] returns them, possibly summed over several batches).
+    pub fn apply(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
         let mu = self.cfg.momentum;
-        for slot in &mut self.slots {
-            let Some(grad) = grads.get(slot.var.as_tensor()) else {
+        for (slot, grad) in self.slots.iter_mut().zip(grads) {
+            let Some(grad) = grad else {
                 continue;
             };
             let w = slot.var.as_tensor();
+            let grad = grad.to_dtype(w.dtype())?;
             let g = if slot.weight_decay > 0.0 {
-                (grad + (w * slot.weight_decay)?)?
+                (&grad + (w * slot.weight_decay)?)?
             } else {
-                grad.clone()
+                grad
             };
             let v = match &slot.velocity {
                 Some(v) => ((v * mu)? + &g)?,
@@ -122,6 +138,32 @@ impl Nag {
             let update = (&g + (&v * mu)?)?;
             slot.var.set(&(w - (update * lr)?)?)?;
             slot.velocity = Some(v);
+        }
+        Ok(())
+    }
+
+    /// The momentum buffers by parameter name (for checkpoints).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.velocity.as_ref().map(|v| (s.name.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Restores momentum buffers saved by [`Nag::state`]; `lookup` returns the buffer of a
+    /// parameter name, if it had one.
+    pub fn load_state(&mut self, lookup: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
+        for slot in &mut self.slots {
+            slot.velocity = match lookup(&slot.name) {
+                Some(v) if v.dims() == slot.var.dims() => Some(v.to_dtype(slot.var.dtype())?),
+                Some(v) => candle_core::bail!(
+                    "momentum of {} has shape {:?}, the parameter {:?}",
+                    slot.name,
+                    v.dims(),
+                    slot.var.dims()
+                ),
+                None => None,
+            };
         }
         Ok(())
     }

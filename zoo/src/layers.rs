@@ -31,9 +31,10 @@ impl Conv2d {
         Ok(Self { weight, params })
     }
 
-    /// The convolution of `x`.
+    /// The convolution of `x`, in `x`'s dtype (the weight is cast to it: mixed precision
+    /// keeps f32 master weights, Section 3.2).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d(x, &self.weight, self.params)
+        ops::conv2d(x, &self.weight.to_dtype(x.dtype())?, self.params)
     }
 
     /// Output size and multiply-accumulates for one `h × w` input.
@@ -225,9 +226,10 @@ impl Linear {
         })
     }
 
-    /// `x · Wᵀ + b` for `x: (N, in)`.
+    /// `x · Wᵀ + b` for `x: (N, in)`, in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        let (w, b) = (self.weight.to_dtype(x.dtype())?, self.bias.to_dtype(x.dtype())?);
+        ops::matmul(x, &w.t()?)?.broadcast_add(&b)
     }
 
     /// Multiply-accumulates per sample.

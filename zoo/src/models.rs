@@ -61,7 +61,25 @@ impl ModelSpec {
                 });
             }
         }
+        // A narrow ResNet-10-D for quick runs on small images (the demo): one basic block
+        // per stage, half the standard widths.
+        let mut tiny = ResNetConfig::new(18, ResNetVariant::D).expect("valid");
+        tiny.layers = [1, 1, 1, 1];
+        tiny.channels = [32, 64, 128, 256];
+        tiny.stem_width = 16;
+        specs.push(ModelSpec {
+            name: "resnet10d_tiny".into(),
+            arch: Arch::ResNet(tiny),
+            input_size: (3, 64, 64),
+        });
         specs
+    }
+
+    /// Name prefix of the classifier's tensors (replaced when fine-tuning on other classes).
+    pub fn classifier_name(&self) -> &'static str {
+        match self.arch {
+            Arch::ResNet(_) => "fc",
+        }
     }
 
     /// The model called `name`, or an error listing the known names.
@@ -149,6 +167,22 @@ pub fn create_model(spec: &ModelSpec, device: &Device, seed: u64) -> Result<Mode
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    /// Sum of absolute differences of two tensors.
+    pub fn diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+        use candle_core::DType;
+        (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -192,6 +226,6 @@ mod tests {
         assert!(MODEL_NAMES.contains(&"resnet152s".to_string()));
         assert!(MODEL_NAMES.contains(&"resnet101_v1".to_string()));
         assert!(!MODEL_NAMES.contains(&"resnet18_v1".to_string()));
-        assert_eq!(MODEL_NAMES.len(), 5 * 5 - 2);
+        assert_eq!(MODEL_NAMES.len(), 5 * 5 - 2 + 1);
     }
 }

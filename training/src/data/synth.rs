@@ -119,15 +119,15 @@ pub fn render<R: Rng>(rng: &mut R, class: usize, classes: usize, size: usize) ->
         }
     }
     // Clutter: small shapes of other classes.
-    for _ in 0..rng.random_range(1..=3) {
+    for _ in 0..rng.random_range(0..=2) {
         let other = (class + rng.random_range(1..classes.max(2))) % classes;
-        let r = n * rng.random_range(0.08..0.16);
+        let r = n * rng.random_range(0.06..0.12);
         let (cx, cy) = (rng.random_range(0.0..n), rng.random_range(0.0..n));
         let angle = rng.random_range(-0.35..0.35);
         paint(&mut img, rng, other, cx, cy, r, angle);
     }
     // The object.
-    let r = n * rng.random_range(0.22..0.36);
+    let r = n * rng.random_range(0.28..0.42);
     let (cx, cy) = (
         rng.random_range(r * 0.8..n - r * 0.8),
         rng.random_range(r * 0.8..n - r * 0.8),
@@ -153,7 +153,7 @@ pub fn render<R: Rng>(rng: &mut R, class: usize, classes: usize, size: usize) ->
         }
     }
     // Sensor noise.
-    let noise = Normal::new(0.0, rng.random_range(4.0..20.0)).expect("positive std");
+    let noise = Normal::new(0.0, rng.random_range(2.0..12.0)).expect("positive std");
     for v in &mut img.data {
         *v = (*v + noise.sample(rng) as f32).clamp(0.0, 255.0);
     }

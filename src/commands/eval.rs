@@ -1,0 +1,55 @@
+//! `tricks eval`: top-1/top-5 and the logit-gap statistic of Section 5.2 on a validation
+//! folder.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use candle_core::DType;
+use training::data::augment::AugmentConfig;
+use training::data::{ImageFolder, Loader, LoaderConfig};
+use training::trainer::{evaluate, load_for_inference};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Architecture, as listed by `tricks models`.
+    #[arg(long)]
+    pub model: String,
+    /// Weights (safetensors, timm's names).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Dataset root in the ImageNet layout; its `val` split is evaluated.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Crop size (default: the model's input size).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Stop at the first unreadable image instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let model = load_for_inference(&args.model, &args.weights)?;
+    let classes = ImageFolder::class_names(&args.data)?;
+    let val = ImageFolder::open(&args.data, "val", &classes)?;
+    let out = model.net.forward_t(&candle_core::Tensor::zeros((1, 3, 32, 32), DType::F32, &candle_core::Device::Cpu)?, false)?.dim(1)?;
+    if out != classes.len() {
+        bail!("{} has {out} classes, the data {}", args.weights.display(), classes.len());
+    }
+    let augment = AugmentConfig { size: args.size.unwrap_or(model.spec.input_size.1), ..Default::default() };
+    let loader = Loader::new(val.samples, LoaderConfig { batch_size: args.batch_size, train: false, augment, seed: 0, workers: 2, prefetch: 2, strict: args.strict })?;
+    let e = evaluate(model.net.as_ref(), &loader, DType::F32)?;
+    println!("images       {}", e.images);
+    println!("top-1        {:.2}%", 100.0 * e.top1);
+    println!("top-5        {:.2}%", 100.0 * e.top5);
+    println!("loss         {:.4}", e.loss);
+    println!("logit gap    {:.3} ± {:.3} (max logit minus the mean of the others)", e.logit_gap_mean, e.logit_gap_std);
+    let skipped = loader.skips().skipped;
+    if !skipped.is_empty() {
+        eprintln!("{} unreadable image(s) skipped", skipped.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! `tricks train`: train a zoo model on a folder of images with a recipe; `--resume`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use training::recipe::{LrSchedule, Precision, Recipe};
+use training::trainer::{EpochMetrics, Progress, RunSpec, Trainer};
+
+/// Recipe settings that can be overridden on the command line.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per forward pass.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Batches whose gradients are summed per update.
+    #[arg(long)]
+    pub accumulate: Option<usize>,
+    /// Learning rate (default: the recipe's, or linear scaling).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// `step` or `cosine`.
+    #[arg(long, value_parser = ["step", "cosine"])]
+    pub lr_schedule: Option<String>,
+    /// Epochs of step decay, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub lr_step_epochs: Option<Vec<usize>>,
+    /// Epochs of linear warmup.
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// No bias decay on or off.
+    #[arg(long)]
+    pub no_bias_decay: Option<bool>,
+    /// Zero-γ on or off.
+    #[arg(long)]
+    pub zero_gamma: Option<bool>,
+    /// Label smoothing ε.
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// Mixup α (0: off).
+    #[arg(long)]
+    pub mixup_alpha: Option<f64>,
+    /// Teacher weights for knowledge distillation.
+    #[arg(long)]
+    pub teacher: Option<String>,
+    /// The teacher's architecture (default: the student's).
+    #[arg(long)]
+    pub teacher_model: Option<String>,
+    /// Distillation temperature.
+    #[arg(long)]
+    pub distill_temperature: Option<f64>,
+    /// `f32`, `f16` or `bf16`.
+    #[arg(long, value_parser = ["f32", "f16", "bf16"])]
+    pub precision: Option<String>,
+    /// Training crop size.
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Loader threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+impl Overrides {
+    /// `recipe` with every given flag applied.
+    pub fn apply(&self, mut r: Recipe) -> Recipe {
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = &self.$field { r.$field = v.clone(); })* };
+        }
+        set!(epochs, batch_size, accumulate, lr_step_epochs, warmup_epochs, weight_decay, no_bias_decay, zero_gamma, label_smoothing, mixup_alpha, distill_temperature, seed, workers);
+        if let Some(lr) = self.lr {
+            r.lr = Some(lr);
+        }
+        if let Some(s) = &self.lr_schedule {
+            r.lr_schedule = if s == "cosine" { LrSchedule::Cosine } else { LrSchedule::Step };
+        }
+        if let Some(t) = &self.teacher {
+            r.teacher = Some(t.clone());
+        }
+        if let Some(t) = &self.teacher_model {
+            r.teacher_model = Some(t.clone());
+        }
+        if let Some(p) = &self.precision {
+            r.precision = match p.as_str() {
+                "f16" => Precision::F16,
+                "bf16" => Precision::Bf16,
+                _ => Precision::F32,
+            };
+        }
+        if let Some(s) = self.size {
+            r.augment.size = s;
+        }
+        r
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A shipped recipe (`baseline`, `efficient`, `tricks`) or a TOML file.
+    #[arg(long, default_value = "baseline")]
+    pub recipe: String,
+    /// Architecture, as listed by `tricks models`.
+    #[arg(long, required_unless_present = "resume")]
+    pub model: Option<String>,
+    /// Dataset root in the ImageNet layout (train/ and val/ class folders).
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Run directory.
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["model", "data", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Start from these weights (a safetensors path); a classifier of another size is
+    /// replaced.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Stop at the first unreadable image instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Recipe overrides.
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+/// Draws a one-line progress bar on a terminal.
+pub fn draw_progress(p: Progress) {
+    let mut err = std::io::stderr();
+    if !err.is_terminal() {
+        return;
+    }
+    let width = 24;
+    let filled = width * p.batch / p.batches.max(1);
+    let _ = write!(
+        err,
+        "\repoch {}/{} [{}{}] {}/{} loss {:.4} lr {:.5} {:.1} img/s ",
+        p.epoch + 1,
+        p.epochs,
+        "=".repeat(filled),
+        " ".repeat(width - filled),
+        p.batch,
+        p.batches,
+        p.loss,
+        p.lr,
+        p.img_per_s
+    );
+    let _ = err.flush();
+}
+
+/// Prints one epoch's summary line.
+pub fn print_epoch(m: &EpochMetrics) {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K");
+    }
+    println!(
+        "epoch {:>3}: train loss {:.4}  val loss {:.4}  top-1 {:.2}%  top-5 {:.2}%  lr {:.5}  {:.1} img/s  {:.1} s",
+        m.epoch,
+        m.train_loss,
+        m.val_loss,
+        100.0 * m.top1,
+        100.0 * m.top5,
+        m.lr,
+        m.img_per_s,
+        m.seconds
+    );
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut trainer = match &args.resume {
+        Some(dir) => {
+            if args.init.is_some() {
+                bail!("--init applies to new runs; a resumed run continues from its checkpoint");
+            }
+            let t = Trainer::resume(dir)?;
+            println!("resuming {} after epoch {}", dir.display(), t.epochs_done());
+            t
+        }
+        None => {
+            let recipe = args.overrides.apply(Recipe::load(&args.recipe)?);
+            let (Some(model), Some(data), Some(out)) = (args.model, args.data, args.out) else {
+                bail!("--model, --data and --out are required for a new run");
+            };
+            Trainer::create(&out, RunSpec { model, data, init: args.init, strict: args.strict, recipe })?
+        }
+    };
+    trainer.run(&mut draw_progress, &mut print_epoch)?;
+    let skipped = trainer.skipped_images();
+    if !skipped.is_empty() {
+        eprintln!("{} unreadable image(s) skipped:", skipped.len());
+        for s in skipped.iter().take(20) {
+            eprintln!("  {s}");
+        }
+    }
+    Ok(())
+}

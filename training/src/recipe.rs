@@ -1,0 +1,231 @@
+//! Recipes: the settings of a training run as plain TOML, with the paper's defaults.
+//!
+//! Three ship with the binary (`recipes/*.toml`): `baseline` (Section 2.1), `efficient`
+//! (Section 3) and `tricks` (Section 5). Any field may be overridden from the command line.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::augment::AugmentConfig;
+use crate::schedule::{linear_scaling, Decay, Schedule};
+use crate::TrainingError;
+
+/// The learning-rate decay of a recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// Step decay at `lr_step_epochs` (Section 2.1).
+    Step,
+    /// Cosine decay (Section 5.1).
+    Cosine,
+}
+
+/// Arithmetic precision of the forward and backward passes (Section 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    F32,
+    /// f16 compute, f32 master weights, dynamic loss scaling.
+    F16,
+    /// bf16 compute, f32 master weights, no loss scaling.
+    Bf16,
+}
+
+/// Every setting of a training run. Missing fields take the paper's baseline values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Recipe {
+    /// Passes over the training set (paper: 120).
+    pub epochs: usize,
+    /// Images per forward pass (paper: 256).
+    pub batch_size: usize,
+    /// Forward passes whose gradients are summed per update; the effective batch is
+    /// `batch_size × accumulate`.
+    pub accumulate: usize,
+    /// Learning rate after warmup; absent: the linear scaling rule on the effective batch.
+    pub lr: Option<f64>,
+    /// Step or cosine decay.
+    pub lr_schedule: LrSchedule,
+    /// Epochs at which step decay divides the rate (paper: 30, 60, 90).
+    pub lr_step_epochs: Vec<usize>,
+    /// The step decay's factor (paper: 0.1).
+    pub lr_step_factor: f64,
+    /// Epochs of linear warmup from 0 (Section 3.1: 5).
+    pub warmup_epochs: f64,
+    /// Nesterov momentum (paper: 0.9).
+    pub momentum: f64,
+    /// Weight decay (paper: 1e-4).
+    pub weight_decay: f64,
+    /// No bias decay (Section 3.1).
+    pub no_bias_decay: bool,
+    /// Zero-γ (Section 3.1).
+    pub zero_gamma: bool,
+    /// Label smoothing ε (Section 5.2: 0.1); 0 is off.
+    pub label_smoothing: f64,
+    /// Mixup α (Section 5.4: 0.2); 0 is off.
+    pub mixup_alpha: f64,
+    /// Teacher weights for knowledge distillation (Section 5.3); none is off.
+    pub teacher: Option<String>,
+    /// The teacher's architecture (default: the student's).
+    pub teacher_model: Option<String>,
+    /// Distillation temperature T (Section 5.3: 20).
+    pub distill_temperature: f64,
+    /// f32, f16 or bf16 (Section 3.2).
+    pub precision: Precision,
+    /// Data augmentation (Section 2.1).
+    pub augment: AugmentConfig,
+    /// Seed of initialisation, data order, augmentation and mixup.
+    pub seed: u64,
+    /// Decoding threads of the data loader.
+    pub workers: usize,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Self {
+            epochs: 120,
+            batch_size: 256,
+            accumulate: 1,
+            lr: None,
+            lr_schedule: LrSchedule::Step,
+            lr_step_epochs: vec![30, 60, 90],
+            lr_step_factor: 0.1,
+            warmup_epochs: 0.0,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            no_bias_decay: false,
+            zero_gamma: false,
+            label_smoothing: 0.0,
+            mixup_alpha: 0.0,
+            teacher: None,
+            teacher_model: None,
+            distill_temperature: 20.0,
+            precision: Precision::F32,
+            augment: AugmentConfig::default(),
+            seed: 0,
+            workers: 2,
+        }
+    }
+}
+
+/// The recipes that ship with the binary.
+pub const SHIPPED: [(&str, &str); 3] = [
+    ("baseline", include_str!("../../recipes/baseline.toml")),
+    ("efficient", include_str!("../../recipes/efficient.toml")),
+    ("tricks", include_str!("../../recipes/tricks.toml")),
+];
+
+impl Recipe {
+    /// Parses a recipe from TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, TrainingError> {
+        let recipe: Recipe = toml::from_str(text).map_err(|e| TrainingError::Config(format!("recipe {origin}: {e}")))?;
+        recipe.validate().map_err(|e| TrainingError::Config(format!("recipe {origin}: {e}")))?;
+        Ok(recipe)
+    }
+
+    /// A shipped recipe by name, or a TOML file by path.
+    pub fn load(name_or_path: &str) -> Result<Self, TrainingError> {
+        if let Some((_, text)) = SHIPPED.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::parse(text, name_or_path);
+        }
+        let path = std::path::Path::new(name_or_path);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let names: Vec<&str> = SHIPPED.iter().map(|(n, _)| *n).collect();
+            TrainingError::Config(format!(
+                "recipe `{name_or_path}` is neither shipped ({}) nor a readable file: {e}",
+                names.join(", ")
+            ))
+        })?;
+        Self::parse(&text, name_or_path)
+    }
+
+    /// The recipe as TOML (what a run directory records).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a recipe always serialises")
+    }
+
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 || self.batch_size == 0 || self.accumulate == 0 {
+            return Err("epochs, batch_size and accumulate must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!("label_smoothing must be in [0, 1), not {}", self.label_smoothing));
+        }
+        if self.mixup_alpha < 0.0 || self.distill_temperature <= 0.0 {
+            return Err("mixup_alpha must be ≥ 0 and distill_temperature > 0".into());
+        }
+        if self.warmup_epochs < 0.0 || self.warmup_epochs > self.epochs as f64 {
+            return Err(format!("warmup_epochs must be in [0, epochs], not {}", self.warmup_epochs));
+        }
+        if self.mixup_alpha > 0.0 && self.batch_size < 2 {
+            return Err("mixup pairs images within a batch: batch_size must be at least 2".into());
+        }
+        Ok(())
+    }
+
+    /// Images per optimiser update.
+    pub fn effective_batch(&self) -> usize {
+        self.batch_size * self.accumulate
+    }
+
+    /// The base learning rate: the recipe's, or the linear scaling rule's.
+    pub fn base_lr(&self) -> f64 {
+        self.lr.unwrap_or_else(|| linear_scaling(self.effective_batch()))
+    }
+
+    /// The learning-rate schedule for `updates_per_epoch` optimiser updates per epoch.
+    pub fn schedule(&self, updates_per_epoch: usize) -> Schedule {
+        let decay = match self.lr_schedule {
+            LrSchedule::Step => Decay::Step {
+                epochs: self.lr_step_epochs.clone(),
+                factor: self.lr_step_factor,
+            },
+            LrSchedule::Cosine => Decay::Cosine,
+        };
+        Schedule {
+            base_lr: self.base_lr(),
+            warmup_iters: (self.warmup_epochs * updates_per_epoch as f64).round() as usize,
+            iters_per_epoch: updates_per_epoch,
+            total_iters: self.epochs * updates_per_epoch,
+            decay,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_recipes_carry_the_papers_settings() {
+        let baseline = Recipe::load("baseline").unwrap();
+        assert_eq!(baseline, Recipe { lr: Some(0.1), ..Recipe::default() });
+        let efficient = Recipe::load("efficient").unwrap();
+        assert_eq!(efficient.effective_batch(), 1024);
+        assert!((efficient.base_lr() - 0.4).abs() < 1e-12);
+        assert!(efficient.zero_gamma && efficient.no_bias_decay);
+        assert_eq!(efficient.precision, Precision::F16);
+        let tricks = Recipe::load("tricks").unwrap();
+        assert_eq!(tricks.lr_schedule, LrSchedule::Cosine);
+        assert_eq!((tricks.label_smoothing, tricks.mixup_alpha, tricks.distill_temperature), (0.1, 0.2, 20.0));
+        // A schedule from the recipe: 5 warmup epochs of 10 updates.
+        let s = efficient.schedule(10);
+        assert_eq!(s.warmup_iters, 50);
+        assert!((s.lr(25) - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bad_recipes_are_rejected_with_the_reason() {
+        let err = Recipe::parse("epochs = 0", "x").unwrap_err().to_string();
+        assert!(err.contains("at least 1"), "{err}");
+        let err = Recipe::parse("label_smoothing = 1.5", "x").unwrap_err().to_string();
+        assert!(err.contains("label_smoothing"), "{err}");
+        let err = Recipe::parse("lr_shedule = \"cosine\"", "x").unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+        let err = Recipe::load("nonexistent-recipe").unwrap_err().to_string();
+        assert!(err.contains("baseline, efficient, tricks"), "{err}");
+        let round_trip = Recipe::parse(&Recipe::load("tricks").unwrap().to_toml(), "y").unwrap();
+        assert_eq!(round_trip, Recipe::load("tricks").unwrap());
+    }
+}
