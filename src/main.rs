@@ -1,6 +1,7 @@
 //! `tricks`: the Bag of Tricks model zoo, trainer and transfer pipeline in one binary.
 
 mod commands;
+mod plot;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +15,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole pipeline offline on generated data and write a report.
+    Demo(commands::demo::Args),
     /// List every architecture with its parameter count and GMACs at its default input size.
     Models(commands::models::Args),
     /// Write freshly initialised weights of a model (Section 2.1: Xavier, zero biases, γ = 1).
@@ -34,6 +37,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Models(args) => commands::models::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Forward(args) => commands::forward::run(args),

@@ -108,7 +108,9 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
         Tensor::cat(&outs, 0)?
     };
     // (C_out, N·OH·OW) to (N, C_out, OH, OW).
-    out.reshape((c_out, n, oh, ow))?.transpose(0, 1)?.contiguous()
+    out.reshape((c_out, n, oh, ow))?
+        .transpose(0, 1)?
+        .contiguous()
 }
 
 #[cfg(test)]
@@ -247,7 +249,11 @@ mod tests {
     fn runs_in_half_precisions() -> Result<()> {
         let x = rand(&[2, 4, 9, 7], 12);
         let wt = rand(&[6, 4, 3, 3], 13);
-        let p = Conv2dParams { stride: 2, padding: 1, ..Default::default() };
+        let p = Conv2dParams {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
         let reference = conv2d(&x, &wt, p)?;
         for dtype in [DType::F16, DType::BF16] {
             let y = conv2d(&x.to_dtype(dtype)?, &wt.to_dtype(dtype)?, p)?;

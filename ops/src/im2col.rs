@@ -84,25 +84,27 @@ fn col2im<T: Elem>(cols: &[T], n: usize, c: usize, win: &Window) -> Result<Vec<T
     let l = win.oh * win.ow;
     let plane = win.h * win.w;
     let mut out = vec![T::zero(); n * c * plane];
-    out.par_chunks_mut(plane).enumerate().for_each(|(index, img)| {
-        let (image, ch) = (index / c, index % c);
-        for i in 0..win.kh {
-            for j in 0..win.kw {
-                let row = &cols[((ch * win.taps() + i * win.kw + j) * n + image) * l..][..l];
-                for oy in 0..win.oh {
-                    let Some(y) = win.source(oy, i, win.h) else {
-                        continue;
-                    };
-                    let dst = &mut img[y * win.w..][..win.w];
-                    for (ox, &g) in row[oy * win.ow..][..win.ow].iter().enumerate() {
-                        if let Some(x) = win.source(ox, j, win.w) {
-                            dst[x] += g;
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(index, img)| {
+            let (image, ch) = (index / c, index % c);
+            for i in 0..win.kh {
+                for j in 0..win.kw {
+                    let row = &cols[((ch * win.taps() + i * win.kw + j) * n + image) * l..][..l];
+                    for oy in 0..win.oh {
+                        let Some(y) = win.source(oy, i, win.h) else {
+                            continue;
+                        };
+                        let dst = &mut img[y * win.w..][..win.w];
+                        for (ox, &g) in row[oy * win.ow..][..win.ow].iter().enumerate() {
+                            if let Some(x) = win.source(ox, j, win.w) {
+                                dst[x] += g;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
     Ok(out)
 }
 

@@ -35,18 +35,45 @@ pub fn run(args: Args) -> Result<()> {
     let model = load_for_inference(&args.model, &args.weights)?;
     let classes = ImageFolder::class_names(&args.data)?;
     let val = ImageFolder::open(&args.data, "val", &classes)?;
-    let out = model.net.forward_t(&candle_core::Tensor::zeros((1, 3, 32, 32), DType::F32, &candle_core::Device::Cpu)?, false)?.dim(1)?;
+    let out = model
+        .net
+        .forward_t(
+            &candle_core::Tensor::zeros((1, 3, 32, 32), DType::F32, &candle_core::Device::Cpu)?,
+            false,
+        )?
+        .dim(1)?;
     if out != classes.len() {
-        bail!("{} has {out} classes, the data {}", args.weights.display(), classes.len());
+        bail!(
+            "{} has {out} classes, the data {}",
+            args.weights.display(),
+            classes.len()
+        );
     }
-    let augment = AugmentConfig { size: args.size.unwrap_or(model.spec.input_size.1), ..Default::default() };
-    let loader = Loader::new(val.samples, LoaderConfig { batch_size: args.batch_size, train: false, augment, seed: 0, workers: 2, prefetch: 2, strict: args.strict })?;
+    let augment = AugmentConfig {
+        size: args.size.unwrap_or(model.spec.input_size.1),
+        ..Default::default()
+    };
+    let loader = Loader::new(
+        val.samples,
+        LoaderConfig {
+            batch_size: args.batch_size,
+            train: false,
+            augment,
+            seed: 0,
+            workers: 2,
+            prefetch: 2,
+            strict: args.strict,
+        },
+    )?;
     let e = evaluate(model.net.as_ref(), &loader, DType::F32)?;
     println!("images       {}", e.images);
     println!("top-1        {:.2}%", 100.0 * e.top1);
     println!("top-5        {:.2}%", 100.0 * e.top5);
     println!("loss         {:.4}", e.loss);
-    println!("logit gap    {:.3} ± {:.3} (max logit minus the mean of the others)", e.logit_gap_mean, e.logit_gap_std);
+    println!(
+        "logit gap    {:.3} ± {:.3} (max logit minus the mean of the others)",
+        e.logit_gap_mean, e.logit_gap_std
+    );
     let skipped = loader.skips().skipped;
     if !skipped.is_empty() {
         eprintln!("{} unreadable image(s) skipped", skipped.len());

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod forward;
 pub mod init;

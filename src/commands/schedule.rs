@@ -26,7 +26,12 @@ pub fn run(args: Args) -> Result<()> {
     use std::io::Write;
     writeln!(out, "iter,epoch,lr")?;
     for i in 0..schedule.total_iters {
-        writeln!(out, "{i},{:.4},{:.8}", i as f64 / args.iters_per_epoch.max(1) as f64, schedule.lr(i))?;
+        writeln!(
+            out,
+            "{i},{:.4},{:.8}",
+            i as f64 / args.iters_per_epoch.max(1) as f64,
+            schedule.lr(i)
+        )?;
     }
     Ok(())
 }

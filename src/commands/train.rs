@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use training::recipe::{LrSchedule, Precision, Recipe};
 use training::trainer::{EpochMetrics, Progress, RunSpec, Trainer};
+use zoo::init::WeightInit;
 
 /// Recipe settings that can be overridden on the command line.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -40,6 +41,9 @@ pub struct Overrides {
     /// Zero-γ on or off.
     #[arg(long)]
     pub zero_gamma: Option<bool>,
+    /// Convolution initialisation: `xavier` (Section 2.1) or `kaiming`.
+    #[arg(long, value_parser = ["xavier", "kaiming"])]
+    pub weight_init: Option<String>,
     /// Label smoothing ε.
     #[arg(long)]
     pub label_smoothing: Option<f64>,
@@ -75,12 +79,30 @@ impl Overrides {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { r.$field = v.clone(); })* };
         }
-        set!(epochs, batch_size, accumulate, lr_step_epochs, warmup_epochs, weight_decay, no_bias_decay, zero_gamma, label_smoothing, mixup_alpha, distill_temperature, seed, workers);
+        set!(
+            epochs,
+            batch_size,
+            accumulate,
+            lr_step_epochs,
+            warmup_epochs,
+            weight_decay,
+            no_bias_decay,
+            zero_gamma,
+            label_smoothing,
+            mixup_alpha,
+            distill_temperature,
+            seed,
+            workers
+        );
         if let Some(lr) = self.lr {
             r.lr = Some(lr);
         }
         if let Some(s) = &self.lr_schedule {
-            r.lr_schedule = if s == "cosine" { LrSchedule::Cosine } else { LrSchedule::Step };
+            r.lr_schedule = if s == "cosine" {
+                LrSchedule::Cosine
+            } else {
+                LrSchedule::Step
+            };
         }
         if let Some(t) = &self.teacher {
             r.teacher = Some(t.clone());
@@ -93,6 +115,13 @@ impl Overrides {
                 "f16" => Precision::F16,
                 "bf16" => Precision::Bf16,
                 _ => Precision::F32,
+            };
+        }
+        if let Some(init) = &self.weight_init {
+            r.weight_init = if init == "kaiming" {
+                WeightInit::Kaiming
+            } else {
+                WeightInit::Xavier
             };
         }
         if let Some(s) = self.size {
@@ -188,7 +217,16 @@ pub fn run(args: Args) -> Result<()> {
             let (Some(model), Some(data), Some(out)) = (args.model, args.data, args.out) else {
                 bail!("--model, --data and --out are required for a new run");
             };
-            Trainer::create(&out, RunSpec { model, data, init: args.init, strict: args.strict, recipe })?
+            Trainer::create(
+                &out,
+                RunSpec {
+                    model,
+                    data,
+                    init: args.init,
+                    strict: args.strict,
+                    recipe,
+                },
+            )?
         }
     };
     trainer.run(&mut draw_progress, &mut print_epoch)?;

@@ -16,11 +16,23 @@ use crate::TrainingError;
 
 /// Saves the run's state after `epochs_done` epochs. Refuses non-finite weights, so that a
 /// diverged run never replaces its last good checkpoint.
-pub fn save(path: &Path, vars: &VarMap, nag: &Nag, scaler: &LossScaler, epochs_done: usize) -> Result<(), TrainingError> {
+pub fn save(
+    path: &Path,
+    vars: &VarMap,
+    nag: &Nag,
+    scaler: &LossScaler,
+    epochs_done: usize,
+) -> Result<(), TrainingError> {
     let mut tensors = HashMap::new();
     for (name, var) in vars.data().lock().expect("varmap lock poisoned").iter() {
         let t = var.as_tensor().detach();
-        if t.dtype().is_float() && !t.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?.is_finite() {
+        if t.dtype().is_float()
+            && !t
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?
+                .is_finite()
+        {
             return Err(TrainingError::Config(format!(
                 "weights of {name} are not finite after epoch {epochs_done}: the checkpoint was not written"
             )));
@@ -31,23 +43,35 @@ pub fn save(path: &Path, vars: &VarMap, nag: &Nag, scaler: &LossScaler, epochs_d
         tensors.insert(format!("optim.{name}"), v);
     }
     let d = &Device::Cpu;
-    tensors.insert("state.epochs_done".into(), Tensor::new(epochs_done as i64, d)?);
+    tensors.insert(
+        "state.epochs_done".into(),
+        Tensor::new(epochs_done as i64, d)?,
+    );
     tensors.insert("state.loss_scale".into(), Tensor::new(scaler.scale, d)?);
-    tensors.insert("state.good_steps".into(), Tensor::new(scaler.good_steps as i64, d)?);
+    tensors.insert(
+        "state.good_steps".into(),
+        Tensor::new(scaler.good_steps as i64, d)?,
+    );
     zoo::weights::save_tensors(&tensors, path)?;
     Ok(())
 }
 
 /// Restores a checkpoint into the model's variables, the optimiser and the loss scaler;
 /// returns the number of epochs it had completed.
-pub fn load(path: &Path, vars: &VarMap, nag: &mut Nag, scaler: &mut LossScaler) -> Result<usize, TrainingError> {
+pub fn load(
+    path: &Path,
+    vars: &VarMap,
+    nag: &mut Nag,
+    scaler: &mut LossScaler,
+) -> Result<usize, TrainingError> {
     let mut tensors = zoo::weights::read_tensors(path, &Device::Cpu)?;
-    let scalar = |tensors: &mut HashMap<String, Tensor>, name: &str| -> Result<f64, TrainingError> {
-        let t = tensors
-            .remove(name)
-            .ok_or_else(|| TrainingError::data(path, format!("not a training checkpoint: no `{name}`")))?;
-        Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-    };
+    let scalar =
+        |tensors: &mut HashMap<String, Tensor>, name: &str| -> Result<f64, TrainingError> {
+            let t = tensors.remove(name).ok_or_else(|| {
+                TrainingError::data(path, format!("not a training checkpoint: no `{name}`"))
+            })?;
+            Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+        };
     let epochs_done = scalar(&mut tensors, "state.epochs_done")? as usize;
     scaler.scale = scalar(&mut tensors, "state.loss_scale")?;
     scaler.good_steps = scalar(&mut tensors, "state.good_steps")? as usize;

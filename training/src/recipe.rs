@@ -60,6 +60,8 @@ pub struct Recipe {
     pub no_bias_decay: bool,
     /// Zero-γ (Section 3.1).
     pub zero_gamma: bool,
+    /// Initialisation of convolution weights: `xavier` (Section 2.1) or `kaiming`.
+    pub weight_init: zoo::init::WeightInit,
     /// Label smoothing ε (Section 5.2: 0.1); 0 is off.
     pub label_smoothing: f64,
     /// Mixup α (Section 5.4: 0.2); 0 is off.
@@ -95,6 +97,7 @@ impl Default for Recipe {
             weight_decay: 1e-4,
             no_bias_decay: false,
             zero_gamma: false,
+            weight_init: zoo::init::WeightInit::Xavier,
             label_smoothing: 0.0,
             mixup_alpha: 0.0,
             teacher: None,
@@ -118,8 +121,11 @@ pub const SHIPPED: [(&str, &str); 3] = [
 impl Recipe {
     /// Parses a recipe from TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, TrainingError> {
-        let recipe: Recipe = toml::from_str(text).map_err(|e| TrainingError::Config(format!("recipe {origin}: {e}")))?;
-        recipe.validate().map_err(|e| TrainingError::Config(format!("recipe {origin}: {e}")))?;
+        let recipe: Recipe = toml::from_str(text)
+            .map_err(|e| TrainingError::Config(format!("recipe {origin}: {e}")))?;
+        recipe
+            .validate()
+            .map_err(|e| TrainingError::Config(format!("recipe {origin}: {e}")))?;
         Ok(recipe)
     }
 
@@ -150,13 +156,19 @@ impl Recipe {
             return Err("epochs, batch_size and accumulate must be at least 1".into());
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(format!("label_smoothing must be in [0, 1), not {}", self.label_smoothing));
+            return Err(format!(
+                "label_smoothing must be in [0, 1), not {}",
+                self.label_smoothing
+            ));
         }
         if self.mixup_alpha < 0.0 || self.distill_temperature <= 0.0 {
             return Err("mixup_alpha must be ≥ 0 and distill_temperature > 0".into());
         }
         if self.warmup_epochs < 0.0 || self.warmup_epochs > self.epochs as f64 {
-            return Err(format!("warmup_epochs must be in [0, epochs], not {}", self.warmup_epochs));
+            return Err(format!(
+                "warmup_epochs must be in [0, epochs], not {}",
+                self.warmup_epochs
+            ));
         }
         if self.mixup_alpha > 0.0 && self.batch_size < 2 {
             return Err("mixup pairs images within a batch: batch_size must be at least 2".into());
@@ -171,7 +183,8 @@ impl Recipe {
 
     /// The base learning rate: the recipe's, or the linear scaling rule's.
     pub fn base_lr(&self) -> f64 {
-        self.lr.unwrap_or_else(|| linear_scaling(self.effective_batch()))
+        self.lr
+            .unwrap_or_else(|| linear_scaling(self.effective_batch()))
     }
 
     /// The learning-rate schedule for `updates_per_epoch` optimiser updates per epoch.
@@ -200,7 +213,13 @@ mod tests {
     #[test]
     fn shipped_recipes_carry_the_papers_settings() {
         let baseline = Recipe::load("baseline").unwrap();
-        assert_eq!(baseline, Recipe { lr: Some(0.1), ..Recipe::default() });
+        assert_eq!(
+            baseline,
+            Recipe {
+                lr: Some(0.1),
+                ..Recipe::default()
+            }
+        );
         let efficient = Recipe::load("efficient").unwrap();
         assert_eq!(efficient.effective_batch(), 1024);
         assert!((efficient.base_lr() - 0.4).abs() < 1e-12);
@@ -208,7 +227,14 @@ mod tests {
         assert_eq!(efficient.precision, Precision::F16);
         let tricks = Recipe::load("tricks").unwrap();
         assert_eq!(tricks.lr_schedule, LrSchedule::Cosine);
-        assert_eq!((tricks.label_smoothing, tricks.mixup_alpha, tricks.distill_temperature), (0.1, 0.2, 20.0));
+        assert_eq!(
+            (
+                tricks.label_smoothing,
+                tricks.mixup_alpha,
+                tricks.distill_temperature
+            ),
+            (0.1, 0.2, 20.0)
+        );
         // A schedule from the recipe: 5 warmup epochs of 10 updates.
         let s = efficient.schedule(10);
         assert_eq!(s.warmup_iters, 50);
@@ -219,9 +245,13 @@ mod tests {
     fn bad_recipes_are_rejected_with_the_reason() {
         let err = Recipe::parse("epochs = 0", "x").unwrap_err().to_string();
         assert!(err.contains("at least 1"), "{err}");
-        let err = Recipe::parse("label_smoothing = 1.5", "x").unwrap_err().to_string();
+        let err = Recipe::parse("label_smoothing = 1.5", "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("label_smoothing"), "{err}");
-        let err = Recipe::parse("lr_shedule = \"cosine\"", "x").unwrap_err().to_string();
+        let err = Recipe::parse("lr_shedule = \"cosine\"", "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field"), "{err}");
         let err = Recipe::load("nonexistent-recipe").unwrap_err().to_string();
         assert!(err.contains("baseline, efficient, tricks"), "{err}");

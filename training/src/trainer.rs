@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
 use serde::{Deserialize, Serialize};
-use zoo::models::{create_model, Model, ModelSpec};
+use zoo::models::{create_model, create_model_with, Model, ModelSpec};
 
 use crate::data::{ImageFolder, Loader, LoaderConfig};
 use crate::loss::{distillation_loss, mixup, smoothed_targets, soft_cross_entropy};
@@ -106,19 +106,26 @@ pub struct Evaluation {
 
 /// A model in evaluation mode on `loader`'s batches: loss, top-1/top-5 and the logit-gap
 /// statistic of Section 5.2.
-pub fn evaluate(net: &dyn zoo::Classifier, loader: &Loader, dtype: DType) -> Result<Evaluation, TrainingError> {
+pub fn evaluate(
+    net: &dyn zoo::Classifier,
+    loader: &Loader,
+    dtype: DType,
+) -> Result<Evaluation, TrainingError> {
     let mut acc = eval::TopK::default();
     let (mut loss_sum, mut gaps) = (0.0, Vec::new());
     for batch in loader.epoch(0, 0) {
         let batch = batch?;
-        let logits = net.forward_t(&batch.images.to_dtype(dtype)?, false)?.to_dtype(DType::F32)?;
+        let logits = net
+            .forward_t(&batch.images.to_dtype(dtype)?, false)?
+            .to_dtype(DType::F32)?;
         let classes = logits.dim(1)?;
         let labels = Tensor::new(batch.labels.as_slice(), &Device::Cpu)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &labels)?.to_scalar::<f32>()? as f64;
         loss_sum += loss * batch.labels.len() as f64;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         let labels_usize: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
-        acc.update(&flat, classes, &labels_usize).map_err(|e| TrainingError::Config(e.to_string()))?;
+        acc.update(&flat, classes, &labels_usize)
+            .map_err(|e| TrainingError::Config(e.to_string()))?;
         for row in flat.chunks(classes) {
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let rest = (row.iter().sum::<f32>() - max) / (classes - 1).max(1) as f32;
@@ -182,11 +189,17 @@ impl Trainer {
     pub fn create(dir: &Path, spec: RunSpec) -> Result<Self, TrainingError> {
         spec.recipe.validate().map_err(TrainingError::Config)?;
         if dir.join("run.json").exists() {
-            return Err(TrainingError::data(dir, "already holds a run: use --resume to continue it"));
+            return Err(TrainingError::data(
+                dir,
+                "already holds a run: use --resume to continue it",
+            ));
         }
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let trainer = Self::build(dir, spec)?;
-        write_atomic(&dir.join("run.json"), &serde_json::to_string_pretty(&trainer.spec).expect("serialisable"))?;
+        write_atomic(
+            &dir.join("run.json"),
+            &serde_json::to_string_pretty(&trainer.spec).expect("serialisable"),
+        )?;
         write_atomic(&dir.join("recipe.toml"), &trainer.spec.recipe.to_toml())?;
         std::fs::write(dir.join("metrics.jsonl"), "").map_err(|e| io(dir, e))?;
         Ok(trainer)
@@ -196,21 +209,35 @@ impl Trainer {
     pub fn resume(dir: &Path) -> Result<Self, TrainingError> {
         let run = dir.join("run.json");
         let text = std::fs::read_to_string(&run).map_err(|e| io(&run, e))?;
-        let spec: RunSpec = serde_json::from_str(&text).map_err(|e| TrainingError::data(&run, e))?;
+        let spec: RunSpec =
+            serde_json::from_str(&text).map_err(|e| TrainingError::data(&run, e))?;
         let mut trainer = Self::build(dir, spec)?;
         let ckpt = dir.join("checkpoint.safetensors");
         if ckpt.exists() {
-            trainer.epochs_done = crate::checkpoint::load(&ckpt, &trainer.model.vars, &mut trainer.nag, &mut trainer.scaler)?;
+            trainer.epochs_done = crate::checkpoint::load(
+                &ckpt,
+                &trainer.model.vars,
+                &mut trainer.nag,
+                &mut trainer.scaler,
+            )?;
         } else if let Some(init) = &trainer.spec.init {
             // Killed before the first checkpoint: start over, as `create` did.
-            zoo::weights::load_for_finetuning(&trainer.model.vars, init, &trainer.spec.model, trainer.model.spec.classifier_name())?;
+            zoo::weights::load_for_finetuning(
+                &trainer.model.vars,
+                init,
+                &trainer.spec.model,
+                trainer.model.spec.classifier_name(),
+            )?;
         }
         // Drop metrics of epochs that will be run again.
         let metrics = dir.join("metrics.jsonl");
         let kept: String = std::fs::read_to_string(&metrics)
             .unwrap_or_default()
             .lines()
-            .filter(|l| serde_json::from_str::<EpochMetrics>(l).is_ok_and(|m| m.epoch <= trainer.epochs_done))
+            .filter(|l| {
+                serde_json::from_str::<EpochMetrics>(l)
+                    .is_ok_and(|m| m.epoch <= trainer.epochs_done)
+            })
             .map(|l| format!("{l}\n"))
             .collect();
         write_atomic(&metrics, &kept)?;
@@ -239,26 +266,50 @@ impl Trainer {
             strict: spec.strict,
         };
         let train = Loader::new(train_set.samples, loader_cfg.clone())?;
-        let val = Loader::new(val_set.samples, LoaderConfig { train: false, ..loader_cfg })?;
+        let val = Loader::new(
+            val_set.samples,
+            LoaderConfig {
+                train: false,
+                ..loader_cfg
+            },
+        )?;
 
         let model_spec = ModelSpec::find(&spec.model)?
             .with_num_classes(classes.len())
             .with_zero_gamma(r.zero_gamma);
-        let model = create_model(&model_spec, &Device::Cpu, r.seed)?;
+        let model = create_model_with(&model_spec, &Device::Cpu, r.seed, r.weight_init)?;
         if let Some(init) = &spec.init {
-            zoo::weights::load_for_finetuning(&model.vars, init, &spec.model, model_spec.classifier_name())?;
+            zoo::weights::load_for_finetuning(
+                &model.vars,
+                init,
+                &spec.model,
+                model_spec.classifier_name(),
+            )?;
         }
         let teacher = match &r.teacher {
             Some(path) => {
-                let arch = r.teacher_model.clone().unwrap_or_else(|| spec.model.clone());
+                let arch = r
+                    .teacher_model
+                    .clone()
+                    .unwrap_or_else(|| spec.model.clone());
                 Some(load_for_inference(&arch, Path::new(path))?)
             }
             None => None,
         };
-        let nag = Nag::new(&model.vars, NagConfig { momentum: r.momentum, weight_decay: r.weight_decay, no_bias_decay: r.no_bias_decay });
+        let nag = Nag::new(
+            &model.vars,
+            NagConfig {
+                momentum: r.momentum,
+                weight_decay: r.weight_decay,
+                no_bias_decay: r.no_bias_decay,
+            },
+        );
         let updates_per_epoch = (train.batches_per_epoch() / r.accumulate).max(1);
-        std::fs::write(dir.join("classes.json"), serde_json::to_string(&classes).expect("serialisable"))
-            .map_err(|e| io(dir, e))?;
+        std::fs::write(
+            dir.join("classes.json"),
+            serde_json::to_string(&classes).expect("serialisable"),
+        )
+        .map_err(|e| io(dir, e))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             scaler: LossScaler::new(r.precision),
@@ -301,9 +352,19 @@ impl Trainer {
             let m = self.train_epoch(epoch, progress)?;
             let line = serde_json::to_string(&m).expect("serialisable");
             let metrics = self.dir.join("metrics.jsonl");
-            let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&metrics).map_err(|e| io(&metrics, e))?;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&metrics)
+                .map_err(|e| io(&metrics, e))?;
             writeln!(f, "{line}").map_err(|e| io(&metrics, e))?;
-            crate::checkpoint::save(&self.dir.join("checkpoint.safetensors"), &self.model.vars, &self.nag, &self.scaler, epoch + 1)?;
+            crate::checkpoint::save(
+                &self.dir.join("checkpoint.safetensors"),
+                &self.model.vars,
+                &self.nag,
+                &self.scaler,
+                epoch + 1,
+            )?;
             zoo::weights::save_weights(&self.model.vars, &self.dir.join("model.safetensors"))?;
             self.epochs_done = epoch + 1;
             on_epoch(&m);
@@ -312,7 +373,11 @@ impl Trainer {
         Ok(all)
     }
 
-    fn train_epoch(&mut self, epoch: usize, progress: &mut dyn FnMut(Progress)) -> Result<EpochMetrics, TrainingError> {
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<EpochMetrics, TrainingError> {
         let r = self.spec.recipe.clone();
         let dtype = r.precision.compute_dtype();
         let start = Instant::now();
@@ -323,20 +388,33 @@ impl Trainer {
         for (b, batch) in self.train.epoch(epoch, 0).into_iter().enumerate() {
             let batch = batch?;
             let micro = b % r.accumulate;
-            let update = (epoch * updates_per_epoch + b / r.accumulate).min(self.schedule.total_iters);
+            let update =
+                (epoch * updates_per_epoch + b / r.accumulate).min(self.schedule.total_iters);
             lr = self.schedule.lr(update);
-            let mut targets = smoothed_targets(&batch.labels, self.classes, r.label_smoothing, &Device::Cpu)?;
+            let mut targets =
+                smoothed_targets(&batch.labels, self.classes, r.label_smoothing, &Device::Cpu)?;
             let mut x = batch.images.clone();
             if r.mixup_alpha > 0.0 {
-                let seed = r.seed ^ ((epoch as u64) << 40 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                let beta = Beta::new(r.mixup_alpha, r.mixup_alpha).map_err(|e| TrainingError::Config(e.to_string()))?;
+                let seed =
+                    r.seed ^ ((epoch as u64) << 40 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let beta = Beta::new(r.mixup_alpha, r.mixup_alpha)
+                    .map_err(|e| TrainingError::Config(e.to_string()))?;
                 let lambda = beta.sample(&mut ChaCha8Rng::seed_from_u64(seed));
                 (x, targets) = mixup(&x, &targets, lambda)?;
             }
-            let logits = self.model.net.forward_t(&x.to_dtype(dtype)?, true)?.to_dtype(DType::F32)?;
+            let logits = self
+                .model
+                .net
+                .forward_t(&x.to_dtype(dtype)?, true)?
+                .to_dtype(DType::F32)?;
             let loss = match &self.teacher {
                 // The teacher sees the same (mixed) images (Section 5.4).
-                Some(t) => distillation_loss(&logits, &targets, &t.net.forward_t(&x, false)?.detach(), r.distill_temperature)?,
+                Some(t) => distillation_loss(
+                    &logits,
+                    &targets,
+                    &t.net.forward_t(&x, false)?.detach(),
+                    r.distill_temperature,
+                )?,
                 None => soft_cross_entropy(&logits, &targets)?,
             };
             let value = loss.to_scalar::<f32>()? as f64;
@@ -352,10 +430,14 @@ impl Trainer {
             pending = if pending.is_empty() {
                 grads
             } else {
-                pending.iter().zip(grads).map(|(a, g)| match (a, g) {
-                    (Some(a), Some(g)) => Ok(Some((a + g)?)),
-                    (a, g) => Ok(a.clone().or(g)),
-                }).collect::<Result<Vec<_>, candle_core::Error>>()?
+                pending
+                    .iter()
+                    .zip(grads)
+                    .map(|(a, g)| match (a, g) {
+                        (Some(a), Some(g)) => Ok(Some((a + g)?)),
+                        (a, g) => Ok(a.clone().or(g)),
+                    })
+                    .collect::<Result<Vec<_>, candle_core::Error>>()?
             };
             if micro + 1 == r.accumulate {
                 let unscaled = pending
@@ -368,7 +450,10 @@ impl Trainer {
                 } else if r.precision == Precision::F16 {
                     skipped += 1;
                 } else {
-                    return Err(TrainingError::Config(format!("gradients became non-finite in epoch {} batch {b}", epoch + 1)));
+                    return Err(TrainingError::Config(format!(
+                        "gradients became non-finite in epoch {} batch {b}",
+                        epoch + 1
+                    )));
                 }
             }
             if value.is_finite() {

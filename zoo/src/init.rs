@@ -35,6 +35,13 @@ impl SplitMix64 {
     fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+
+    /// Standard normal (Box–Muller).
+    fn next_normal(&mut self) -> f64 {
+        let u = 1.0 - self.next_f64(); // (0, 1]
+        let v = self.next_f64();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
 }
 
 fn name_seed(seed: u64, name: &str) -> u64 {
@@ -44,21 +51,45 @@ fn name_seed(seed: u64, name: &str) -> u64 {
     })
 }
 
+/// How convolution weights are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightInit {
+    /// Xavier uniform, as Section 2.1 states.
+    #[default]
+    Xavier,
+    /// Kaiming normal with fan-out and ReLU gain, std √(2 / fan_out): timm's ResNet init, and
+    /// close to GluonCV's `MSRAPrelu`, which its released training script uses.
+    Kaiming,
+}
+
 /// Fills every variable named `*.weight` of rank ≥ 2 (convolution and classifier weights) with
 /// Xavier uniform values drawn from a stream seeded by `seed` and the variable's name.
 pub fn xavier_uniform(varmap: &VarMap, seed: u64) -> Result<()> {
+    initialize(varmap, seed, WeightInit::Xavier)
+}
+
+/// Fills every variable named `*.weight` of rank ≥ 2 from a stream seeded by `seed` and the
+/// variable's name: classifier weights (rank 2) always Xavier uniform, convolutions by `init`.
+pub fn initialize(varmap: &VarMap, seed: u64, init: WeightInit) -> Result<()> {
     let vars = varmap.data().lock().expect("varmap lock poisoned");
     for (name, var) in vars.iter() {
         let shape = var.dims().to_vec();
         if shape.len() < 2 || !name.ends_with(".weight") {
             continue;
         }
-        let bound = xavier_bound(&shape);
         let mut rng = SplitMix64(name_seed(seed, name));
         let n = var.elem_count();
-        let data: Vec<f64> = (0..n)
-            .map(|_| (rng.next_f64() * 2.0 - 1.0) * bound)
-            .collect();
+        let data: Vec<f64> = if init == WeightInit::Kaiming && shape.len() == 4 {
+            let fan_out = shape[0] * shape[2] * shape[3];
+            let std = (2.0 / fan_out as f64).sqrt();
+            (0..n).map(|_| rng.next_normal() * std).collect()
+        } else {
+            let bound = xavier_bound(&shape);
+            (0..n)
+                .map(|_| (rng.next_f64() * 2.0 - 1.0) * bound)
+                .collect()
+        };
         let t = Tensor::from_vec(data, shape, var.device())?.to_dtype(var.dtype())?;
         var.set(&t)?;
     }
@@ -68,6 +99,23 @@ pub fn xavier_uniform(varmap: &VarMap, seed: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kaiming_has_the_fan_out_variance() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(
+            &vm,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        );
+        let w = vb.get_with_hints((64, 32, 3, 3), "conv.weight", candle_nn::Init::Const(0.))?;
+        initialize(&vm, 3, WeightInit::Kaiming)?;
+        let v: Vec<f32> = w.flatten_all()?.to_vec1()?;
+        let var = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64;
+        let expected = 2.0 / (64.0 * 9.0);
+        assert!((var / expected - 1.0).abs() < 0.05, "{var} vs {expected}");
+        Ok(())
+    }
 
     #[test]
     fn bound_counts_kernel_area() {

@@ -228,7 +228,10 @@ impl Linear {
 
     /// `x · Wᵀ + b` for `x: (N, in)`, in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (w, b) = (self.weight.to_dtype(x.dtype())?, self.bias.to_dtype(x.dtype())?);
+        let (w, b) = (
+            self.weight.to_dtype(x.dtype())?,
+            self.bias.to_dtype(x.dtype())?,
+        );
         ops::matmul(x, &w.t()?)?.broadcast_add(&b)
     }
 

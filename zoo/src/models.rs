@@ -3,6 +3,7 @@
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
+use crate::init::WeightInit;
 use crate::layers::is_buffer;
 use crate::resnet::{BlockKind, ResNet, ResNetConfig, ResNetVariant};
 use crate::{Classifier, Result, ZooError};
@@ -155,10 +156,20 @@ fn num_params(vars: &VarMap) -> usize {
 /// Builds model `spec` with freshly initialised f32 variables on `device` (Xavier uniform from
 /// `seed`, Section 2.1).
 pub fn create_model(spec: &ModelSpec, device: &Device, seed: u64) -> Result<Model> {
+    create_model_with(spec, device, seed, WeightInit::Xavier)
+}
+
+/// Builds model `spec` with its convolutions initialised by `init`.
+pub fn create_model_with(
+    spec: &ModelSpec,
+    device: &Device,
+    seed: u64,
+    init: WeightInit,
+) -> Result<Model> {
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
     let net = spec.build(vb)?;
-    crate::init::xavier_uniform(&vars, seed)?;
+    crate::init::initialize(&vars, seed, init)?;
     Ok(Model {
         spec: spec.clone(),
         net,

@@ -28,7 +28,12 @@ pub fn load_weights(vars: &VarMap, path: &Path, model: &str) -> Result<()> {
 }
 
 /// Copies `tensors`, read from `path`, into `vars` with the checks of [`load_weights`].
-pub fn load_tensors(vars: &VarMap, mut tensors: HashMap<String, Tensor>, path: &Path, model: &str) -> Result<()> {
+pub fn load_tensors(
+    vars: &VarMap,
+    mut tensors: HashMap<String, Tensor>,
+    path: &Path,
+    model: &str,
+) -> Result<()> {
     let vars = vars.data().lock().expect("varmap lock poisoned");
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
@@ -87,10 +92,20 @@ pub fn load_tensors(vars: &VarMap, mut tensors: HashMap<String, Tensor>, path: &
 /// file's classifier (`{classifier}.weight`, `{classifier}.bias`) has another number of
 /// classes than the model's, the model keeps its own freshly initialised classifier. Returns
 /// whether the classifier was replaced.
-pub fn load_for_finetuning(vars: &VarMap, path: &Path, model: &str, classifier: &str) -> Result<bool> {
+pub fn load_for_finetuning(
+    vars: &VarMap,
+    path: &Path,
+    model: &str,
+    classifier: &str,
+) -> Result<bool> {
     let mut tensors = read_tensors(path, &Device::Cpu)?;
     let weight = format!("{classifier}.weight");
-    let ours = vars.data().lock().expect("varmap lock poisoned").get(&weight).map(|v| v.dims().to_vec());
+    let ours = vars
+        .data()
+        .lock()
+        .expect("varmap lock poisoned")
+        .get(&weight)
+        .map(|v| v.dims().to_vec());
     let theirs = tensors.get(&weight).map(|t| t.dims().to_vec());
     let replace = ours.is_some() && theirs.is_some() && ours != theirs;
     if replace {
@@ -214,14 +229,28 @@ mod tests {
         save_weights(&vm, &path)?;
         cfg.num_classes = 7;
         let other = VarMap::new();
-        ResNet::new(&cfg, VarBuilder::from_varmap(&other, DType::F32, &Device::Cpu))?;
+        ResNet::new(
+            &cfg,
+            VarBuilder::from_varmap(&other, DType::F32, &Device::Cpu),
+        )?;
         crate::init::xavier_uniform(&other, 5)?;
-        let fresh_fc = other.data().lock().unwrap()["fc.weight"].as_tensor().copy()?;
+        let fresh_fc = other.data().lock().unwrap()["fc.weight"]
+            .as_tensor()
+            .copy()?;
         assert!(load_for_finetuning(&other, &path, "tiny", "fc")?);
         let o = other.data().lock().unwrap();
         let a = vm.data().lock().unwrap();
-        assert_eq!(crate::models::tests_support::diff(&o["fc.weight"], &fresh_fc), 0.0);
-        assert_eq!(crate::models::tests_support::diff(&o["conv1.0.weight"], a["conv1.0.weight"].as_tensor()), 0.0);
+        assert_eq!(
+            crate::models::tests_support::diff(&o["fc.weight"], &fresh_fc),
+            0.0
+        );
+        assert_eq!(
+            crate::models::tests_support::diff(
+                &o["conv1.0.weight"],
+                a["conv1.0.weight"].as_tensor()
+            ),
+            0.0
+        );
         drop((o, a));
         // Same number of classes: everything loads, nothing is replaced.
         assert!(!load_for_finetuning(&vm, &path, "tiny", "fc")?);

@@ -70,17 +70,34 @@ fn random_colour<R: Rng>(rng: &mut R) -> [f32; 3] {
     [0; 3].map(|_| rng.random_range(0.0..255.0))
 }
 
-/// Paints `shape` centred at (cx, cy) with radius `radius` (pixels), rotated by `angle`.
-fn paint<R: Rng>(
+fn luminance(c: [f32; 3]) -> f32 {
+    0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+}
+
+/// A random colour whose luminance differs from `background`'s by at least `contrast`
+/// (for the class object: visible, though never the same colour twice).
+fn contrasting_colour<R: Rng>(rng: &mut R, background: f32, contrast: f32) -> [f32; 3] {
+    let mut colour = random_colour(rng);
+    for _ in 0..32 {
+        if (luminance(colour) - background).abs() >= contrast {
+            break;
+        }
+        colour = random_colour(rng);
+    }
+    colour
+}
+
+/// Paints `shape` in `colour`, centred at (cx, cy) with radius `radius` (pixels), rotated
+/// by `angle`.
+fn paint(
     img: &mut Image,
-    rng: &mut R,
+    colour: [f32; 3],
     shape: usize,
     cx: f32,
     cy: f32,
     radius: f32,
     angle: f32,
 ) {
-    let colour = random_colour(rng);
     let (s, c) = angle.sin_cos();
     for y in 0..img.height {
         for x in 0..img.width {
@@ -124,7 +141,7 @@ pub fn render<R: Rng>(rng: &mut R, class: usize, classes: usize, size: usize) ->
         let r = n * rng.random_range(0.06..0.12);
         let (cx, cy) = (rng.random_range(0.0..n), rng.random_range(0.0..n));
         let angle = rng.random_range(-0.35..0.35);
-        paint(&mut img, rng, other, cx, cy, r, angle);
+        paint(&mut img, random_colour(rng), other, cx, cy, r, angle);
     }
     // The object.
     let r = n * rng.random_range(0.28..0.42);
@@ -133,7 +150,16 @@ pub fn render<R: Rng>(rng: &mut R, class: usize, classes: usize, size: usize) ->
         rng.random_range(r * 0.8..n - r * 0.8),
     );
     let angle = rng.random_range(-0.35..0.35);
-    paint(&mut img, rng, class, cx, cy, r, angle);
+    let background = (luminance(a) + luminance(b)) / 2.0;
+    paint(
+        &mut img,
+        contrasting_colour(rng, background, 60.0),
+        class,
+        cx,
+        cy,
+        r,
+        angle,
+    );
     // Occlusion: a bar across part of the object, half the time.
     if rng.random_bool(0.5) {
         let colour = random_colour(rng);
