@@ -30,7 +30,7 @@ enum Command {
     /// Top-1/top-5 and the logit gap of a model on a validation folder.
     Eval(commands::eval::Args),
     /// Print a recipe's learning rate for every update (CSV).
-    Schedule(commands::schedule::Args),
+    Schedule(Box<commands::schedule::Args>),
     /// Time inference or a training step (forward, backward, NAG update) of a model.
     Bench(commands::bench::Args),
 }
@@ -45,7 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::Data(args) => commands::data::run(args),
         Command::Train(args) => commands::train::run(*args),
         Command::Eval(args) => commands::eval::run(args),
-        Command::Schedule(args) => commands::schedule::run(args),
+        Command::Schedule(args) => commands::schedule::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -66,6 +66,16 @@ fn recipes(epochs: usize) -> Result<Vec<(&'static str, Recipe)>> {
     Ok(out)
 }
 
+/// One recipe's run: its settings, per-epoch metrics, wall time and learning-rate curve.
+struct RecipeRun {
+    name: &'static str,
+    recipe: Recipe,
+    metrics: Vec<EpochMetrics>,
+    seconds: f64,
+    /// (epoch, learning rate) for every update.
+    lr: Vec<(f64, f64)>,
+}
+
 fn plot(path: &Path, series: Vec<Series>) -> Result<()> {
     line_plot(path, &series).map_err(anyhow::Error::msg)
 }
@@ -98,7 +108,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("generated {n} images in {}", data.display());
     }
 
-    let mut results: Vec<(&str, Recipe, Vec<EpochMetrics>, f64, Vec<(f64, f64)>)> = Vec::new();
+    let mut results: Vec<RecipeRun> = Vec::new();
     for (name, recipe) in recipes(scale.epochs)? {
         let dir = args.out.join(format!("run-{name}"));
         let mut trainer = if dir.join("run.json").exists() {
@@ -130,7 +140,13 @@ pub fn run(args: Args) -> Result<()> {
             .lines()
             .map(serde_json::from_str)
             .collect::<Result<Vec<EpochMetrics>, _>>()?;
-        results.push((name, recipe, metrics, seconds, lr));
+        results.push(RecipeRun {
+            name,
+            recipe,
+            metrics,
+            seconds,
+            lr,
+        });
     }
 
     plot(
@@ -138,7 +154,7 @@ pub fn run(args: Args) -> Result<()> {
         results
             .iter()
             .map(|r| Series {
-                points: r.4.clone(),
+                points: r.lr.clone(),
             })
             .collect(),
     )?;
@@ -148,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .map(|r| Series {
                 points: r
-                    .2
+                    .metrics
                     .iter()
                     .map(|m| (m.epoch as f64, 100.0 * m.top1))
                     .collect(),
@@ -161,11 +177,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn report(
-    results: &[(&str, Recipe, Vec<EpochMetrics>, f64, Vec<(f64, f64)>)],
-    total_s: f64,
-    quick: bool,
-) -> String {
+fn report(results: &[RecipeRun], total_s: f64, quick: bool) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# tricks demo{}\n", if quick { " (quick)" } else { "" });
     let _ = writeln!(
@@ -180,9 +192,16 @@ fn report(
         "| recipe | top-1 | top-5 | final val loss | train time | tricks |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
-    for (name, r, m, seconds, _) in results {
-        let Some(last) = m.last() else { continue };
-        let tricks = describe(r);
+    for RecipeRun {
+        name,
+        recipe,
+        metrics,
+        seconds,
+        ..
+    } in results
+    {
+        let Some(last) = metrics.last() else { continue };
+        let tricks = describe(recipe);
         let _ = writeln!(
             md,
             "| {name} | {:.2}% | {:.2}% | {:.3} | {:.0} s | {tricks} |",
@@ -195,12 +214,15 @@ fn report(
     let legend: Vec<String> = results
         .iter()
         .zip(COLOUR_NAMES)
-        .map(|(r, c)| format!("{c}: {}", r.0))
+        .map(|(r, c)| format!("{c}: {}", r.name))
         .collect();
     let _ = writeln!(md, "\n## Learning rate per update (the paper's Figure 3a)\n\n![learning rate](lr.png)\n\nx: epoch, y: learning rate; {}.\n", legend.join(", "));
     let _ = writeln!(md, "## Validation top-1 per epoch (the paper's Figure 3b)\n\n![top-1](top1.png)\n\nx: epoch, y: top-1 (%); {}.\n", legend.join(", "));
     let _ = writeln!(md, "## Per-epoch metrics\n");
-    for (name, _, m, _, _) in results {
+    for RecipeRun {
+        name, metrics: m, ..
+    } in results
+    {
         let _ = writeln!(md, "### {name}\n\n| epoch | train loss | val loss | top-1 | top-5 | lr | img/s |\n|---|---|---|---|---|---|---|");
         for e in m {
             let _ = writeln!(

@@ -58,8 +58,9 @@ pub enum WeightInit {
     /// Xavier uniform, as Section 2.1 states.
     #[default]
     Xavier,
-    /// Kaiming normal with fan-out and ReLU gain, std √(2 / fan_out): timm's ResNet init, and
-    /// close to GluonCV's `MSRAPrelu`, which its released training script uses.
+    /// timm's ResNet init: convolutions Kaiming normal with fan-out and ReLU gain (std
+    /// √(2 / fan_out), close to GluonCV's `MSRAPrelu`, which its released training script
+    /// uses), the classifier uniform in ±1/√fan_in (PyTorch's `nn.Linear` default).
     Kaiming,
 }
 
@@ -69,8 +70,8 @@ pub fn xavier_uniform(varmap: &VarMap, seed: u64) -> Result<()> {
     initialize(varmap, seed, WeightInit::Xavier)
 }
 
-/// Fills every variable named `*.weight` of rank ≥ 2 from a stream seeded by `seed` and the
-/// variable's name: classifier weights (rank 2) always Xavier uniform, convolutions by `init`.
+/// Fills every variable named `*.weight` of rank ≥ 2 (convolutions and the classifier) by
+/// `init`, from a stream seeded by `seed` and the variable's name.
 pub fn initialize(varmap: &VarMap, seed: u64, init: WeightInit) -> Result<()> {
     let vars = varmap.data().lock().expect("varmap lock poisoned");
     for (name, var) in vars.iter() {
@@ -84,6 +85,12 @@ pub fn initialize(varmap: &VarMap, seed: u64, init: WeightInit) -> Result<()> {
             let fan_out = shape[0] * shape[2] * shape[3];
             let std = (2.0 / fan_out as f64).sqrt();
             (0..n).map(|_| rng.next_normal() * std).collect()
+        } else if init == WeightInit::Kaiming {
+            // PyTorch's default for `nn.Linear`: uniform in ±1/√fan_in.
+            let bound = 1.0 / (shape[1] as f64).sqrt();
+            (0..n)
+                .map(|_| (rng.next_f64() * 2.0 - 1.0) * bound)
+                .collect()
         } else {
             let bound = xavier_bound(&shape);
             (0..n)
