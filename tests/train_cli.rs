@@ -231,6 +231,32 @@ fn eval_and_finetuning_from_a_run() {
         "{text}"
     );
 
+    // Knowledge distillation from that run's weights as the teacher, with mixup.
+    let student = tmp.path().join("student");
+    let teacher = [
+        "--epochs",
+        "1",
+        "--teacher",
+        s(&weights_path),
+        "--teacher-model",
+        "resnet10d_tiny",
+        "--distill-temperature",
+        "4",
+        "--mixup-alpha",
+        "0.2",
+    ];
+    let out = train("baseline", &student, &teacher).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recipe = std::fs::read_to_string(student.join("recipe.toml")).unwrap();
+    assert!(
+        recipe.contains("distill_temperature = 4.0") && recipe.contains("model.safetensors"),
+        "{recipe}"
+    );
+
     // Fine-tune on a 4-class dataset: the 3-class classifier is replaced, the rest loads.
     let four = tmp.path().join("four");
     ok(&[

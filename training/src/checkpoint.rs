@@ -88,3 +88,64 @@ pub fn load(
     nag.load_state(|name| optim.get(name).cloned())?;
     Ok(epochs_done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::NagConfig;
+    use crate::recipe::Precision;
+    use candle_nn::{Init, VarBuilder};
+
+    fn setup() -> (VarMap, Nag, LossScaler) {
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        vb.get_with_hints((2, 3), "fc.weight", Init::Const(0.5))
+            .unwrap();
+        vb.get_with_hints(2, "fc.bias", Init::Const(0.0)).unwrap();
+        let nag = Nag::new(&vars, NagConfig::default());
+        (vars, nag, LossScaler::new(Precision::F16))
+    }
+
+    #[test]
+    fn round_trip_restores_weights_momentum_and_scale() -> Result<(), TrainingError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt.safetensors");
+        let (vars, mut nag, mut scaler) = setup();
+        let w = vars.data().lock().unwrap()["fc.weight"].clone();
+        let loss = w.as_tensor().sqr()?.sum_all()?;
+        nag.step(&loss.backward()?, 0.1)?;
+        scaler.update(false);
+        save(&path, &vars, &nag, &scaler, 3)?;
+
+        let (other, mut nag2, mut scaler2) = setup();
+        assert_eq!(load(&path, &other, &mut nag2, &mut scaler2)?, 3);
+        assert_eq!(scaler2, scaler);
+        let a = other.data().lock().unwrap()["fc.weight"]
+            .as_tensor()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert_eq!(a, w.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+        assert_eq!(nag2.state().len(), nag.state().len());
+        Ok(())
+    }
+
+    #[test]
+    fn non_finite_weights_never_replace_a_good_checkpoint() -> Result<(), TrainingError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt.safetensors");
+        let (vars, nag, scaler) = setup();
+        save(&path, &vars, &nag, &scaler, 1)?;
+        let good = std::fs::read(&path).unwrap();
+        let w = vars.data().lock().unwrap()["fc.weight"].clone();
+        w.set(&Tensor::new(
+            &[[f32::NAN, 0., 0.], [0., 0., 0.]],
+            &Device::Cpu,
+        )?)?;
+        let err = save(&path, &vars, &nag, &scaler, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not finite"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), good);
+        Ok(())
+    }
+}
