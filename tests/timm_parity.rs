@@ -195,7 +195,10 @@ fn full_size_models_have_timm_names_and_shapes() {
     let timm: BTreeMap<String, BTreeMap<String, Vec<usize>>> = serde_json::from_str(&text).unwrap();
     // `resnet10d_tiny` (the demo's narrow network) has no timm counterpart; its tree is the
     // same builder's, checked by the narrow fixtures above.
-    for spec in ModelSpec::all().into_iter().filter(|s| s.name != "resnet10d_tiny") {
+    for spec in ModelSpec::all()
+        .into_iter()
+        .filter(|s| s.name != "resnet10d_tiny")
+    {
         let vars = VarMap::new();
         spec.build(VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu))
             .unwrap();

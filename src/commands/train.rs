@@ -32,6 +32,12 @@ pub struct Overrides {
     /// Epochs of linear warmup.
     #[arg(long)]
     pub warmup_epochs: Option<f64>,
+    /// Factor of each step decay.
+    #[arg(long)]
+    pub lr_step_factor: Option<f64>,
+    /// Nesterov momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
     /// Weight decay.
     #[arg(long)]
     pub weight_decay: Option<f64>,
@@ -65,6 +71,18 @@ pub struct Overrides {
     /// Training crop size.
     #[arg(long)]
     pub size: Option<usize>,
+    /// Smallest area of the random-resized crop, as a fraction of the image.
+    #[arg(long)]
+    pub crop_area_min: Option<f64>,
+    /// Probability of a horizontal flip.
+    #[arg(long)]
+    pub flip_prob: Option<f64>,
+    /// Brightness, saturation and hue scaled by 1 ± this.
+    #[arg(long)]
+    pub jitter: Option<f64>,
+    /// Standard deviation of the PCA lighting noise.
+    #[arg(long)]
+    pub lighting_std: Option<f64>,
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -84,7 +102,9 @@ impl Overrides {
             batch_size,
             accumulate,
             lr_step_epochs,
+            lr_step_factor,
             warmup_epochs,
+            momentum,
             weight_decay,
             no_bias_decay,
             zero_gamma,
@@ -126,6 +146,18 @@ impl Overrides {
         }
         if let Some(s) = self.size {
             r.augment.size = s;
+        }
+        if let Some(a) = self.crop_area_min {
+            r.augment.crop_area.0 = a;
+        }
+        if let Some(p) = self.flip_prob {
+            r.augment.flip_prob = p;
+        }
+        if let Some(j) = self.jitter {
+            r.augment.jitter = j;
+        }
+        if let Some(l) = self.lighting_std {
+            r.augment.lighting_std = l;
         }
         r
     }
