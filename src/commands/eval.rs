@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use candle_core::DType;
 use training::data::augment::AugmentConfig;
 use training::data::{ImageFolder, Loader, LoaderConfig};
-use training::trainer::{evaluate, load_for_inference};
+use training::trainer::evaluate;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,7 +32,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = load_for_inference(&args.model, &args.weights)?;
+    let model = zoo::models::load_pretrained(&args.model, &args.weights)?;
     let classes = ImageFolder::class_names(&args.data)?;
     let val = ImageFolder::open(&args.data, "val", &classes)?;
     let out = model

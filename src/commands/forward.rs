@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use zoo::models::{create_model, ModelSpec};
+use zoo::models::ModelSpec;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -65,21 +65,11 @@ fn read_input(path: &PathBuf) -> Result<Tensor> {
     Ok(input)
 }
 
-/// Classes of the classifier stored in the weights file (0 if it has none).
-fn num_classes_in(path: &PathBuf) -> Result<usize> {
-    let file =
-        std::fs::read(path).with_context(|| format!("reading weights {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&file)
-        .map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file: {e}", path.display()))?;
-    Ok(st.tensor("fc.weight").map(|t| t.shape()[0]).unwrap_or(0))
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let spec = ModelSpec::find(&args.model)?;
+    ModelSpec::find(&args.model)?;
     let input = read_input(&args.input)?;
-    let spec = spec.with_num_classes(num_classes_in(&args.weights)?);
-    let model = create_model(&spec, &Device::Cpu, 0)?;
-    zoo::weights::load_weights(&model.vars, &args.weights, &spec.name)?;
+    let model = zoo::models::load_pretrained(&args.model, &args.weights)?;
+    let spec = &model.spec;
     let (_, c, _, _) = input.dims4()?;
     if c != spec.input_size.0 {
         bail!(

@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
 use serde::{Deserialize, Serialize};
-use zoo::models::{create_model, create_model_with, Model, ModelSpec};
+use zoo::models::{create_model_with, Model, ModelSpec};
 
 use crate::data::{ImageFolder, Loader, LoaderConfig};
 use crate::loss::{distillation_loss, mixup, smoothed_targets, soft_cross_entropy};
@@ -143,20 +143,6 @@ pub fn evaluate(
         logit_gap_std: var.sqrt(),
         images: acc.total,
     })
-}
-
-/// Loads a model's weights from a file for inference: the classifier's size is read from
-/// the file.
-pub fn load_for_inference(model: &str, weights: &Path) -> Result<Model, TrainingError> {
-    let tensors = zoo::weights::read_tensors(weights, &Device::Cpu)?;
-    let spec = ModelSpec::find(model)?;
-    let classes = tensors
-        .get(&format!("{}.weight", spec.classifier_name()))
-        .map_or(0, |t| t.dims()[0]);
-    let spec = spec.with_num_classes(classes);
-    let m = create_model(&spec, &Device::Cpu, 0)?;
-    zoo::weights::load_tensors(&m.vars, tensors, weights, &spec.name)?;
-    Ok(m)
 }
 
 /// A run being trained.
@@ -292,7 +278,7 @@ impl Trainer {
                     .teacher_model
                     .clone()
                     .unwrap_or_else(|| spec.model.clone());
-                Some(load_for_inference(&arch, Path::new(path))?)
+                Some(zoo::models::load_pretrained(&arch, Path::new(path))?)
             }
             None => None,
         };

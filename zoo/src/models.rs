@@ -144,6 +144,20 @@ impl Model {
     }
 }
 
+/// Model `name` with the weights of the safetensors file at `path`, for inference: the
+/// classifier's size is read from the file (none in the file: pooled features).
+pub fn load_pretrained(name: &str, path: &std::path::Path) -> Result<Model> {
+    let tensors = crate::weights::read_tensors(path, &Device::Cpu)?;
+    let spec = ModelSpec::find(name)?;
+    let classes = tensors
+        .get(&format!("{}.weight", spec.classifier_name()))
+        .map_or(0, |t| t.dims()[0]);
+    let spec = spec.with_num_classes(classes);
+    let model = create_model(&spec, &Device::Cpu, 0)?;
+    crate::weights::load_tensors(&model.vars, tensors, path, &spec.name)?;
+    Ok(model)
+}
+
 /// Number of trainable parameters in `vars` (batch-norm buffers excluded).
 fn num_params(vars: &VarMap) -> usize {
     let vars = vars.data().lock().expect("varmap lock poisoned");
