@@ -1,5 +1,10 @@
 //! `tricks`: the Bag of Tricks model zoo, trainer and transfer pipeline in one binary.
 
+/// mimalloc keeps freed pages for reuse; glibc returns every large buffer (activations,
+/// gradients) to the kernel and page-faults it back on the next step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod commands;
 mod plot;
 
