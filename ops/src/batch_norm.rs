@@ -59,6 +59,12 @@ fn per_channel<R: Send>(
         .collect()
 }
 
+/// Per-channel pairs as a `(2, C)` buffer: the first values, then the second ones.
+fn two_rows<T: candle_core::WithDType>(per: &[(f64, f64)]) -> Vec<T> {
+    let first = per.iter().map(|p| T::from_f64(p.0));
+    first.chain(per.iter().map(|p| T::from_f64(p.1))).collect()
+}
+
 fn dims3(l: &Layout) -> Result<(usize, usize, usize)> {
     let (n, c, h, w) = l.shape().dims4()?;
     Ok((n, c, h * w))
@@ -92,9 +98,7 @@ impl candle_core::CustomOp1 for Stats {
                 }
                 (mean, sq / count)
             });
-            let mut out: Vec<T> = per.iter().map(|p| T::from_f64(p.0)).collect();
-            out.extend(per.iter().map(|p| T::from_f64(p.1)));
-            Ok::<_, candle_core::Error>(out)
+            Ok::<_, candle_core::Error>(two_rows::<T>(&per))
         })?;
         Ok((stats, Shape::from((2, dims.1))))
     }
@@ -191,9 +195,7 @@ impl CustomOp3 for GradSums {
                 }
                 (sum_g, sum_gx)
             });
-            let mut out: Vec<T> = per.iter().map(|p| T::from_f64(p.0)).collect();
-            out.extend(per.iter().map(|p| T::from_f64(p.1)));
-            Ok::<_, candle_core::Error>(out)
+            Ok::<_, candle_core::Error>(two_rows::<T>(&per))
         })?;
         Ok((sums, Shape::from((2, c))))
     }

@@ -1,9 +1,15 @@
-//! Training zoo models with the paper's recipe: optimisers now; schedules, the tricks, data
-//! and the trainer as they land.
+//! Training zoo models with the paper's recipes (Sections 2, 3 and 5).
 //!
+//! - [`data`]: the ImageNet folder layout, the Section 2.1 augmentation, a deterministic
+//!   parallel loader, and the procedural shapes dataset.
 //! - [`optim::Nag`]: Nesterov accelerated gradient with momentum and weight decay
 //!   (Section 2.1), with the no-bias-decay split of Section 3.1.
-//! - [`step::TrainStep`]: one forward, cross-entropy backward and optimiser update.
+//! - [`schedule`]: warmup, step and cosine decay, linear scaling.
+//! - [`loss`]: label smoothing, mixup, knowledge distillation.
+//! - [`precision`]: FP16/BF16 with f32 master weights and dynamic loss scaling.
+//! - [`recipe`]: a run's settings as TOML with the paper's defaults.
+//! - [`trainer`] and [`checkpoint`]: the training loop, its run directory and resumption.
+//! - [`step::TrainStep`]: one bare forward, cross-entropy backward and update (benchmarks).
 //!
 //! Nothing here knows a particular architecture: it works on any [`zoo::Classifier`] and the
 //! [`candle_nn::VarMap`] that holds its parameters.
