@@ -9,6 +9,7 @@ use ops::Conv2dParams;
 /// [`ops::conv2d`].
 #[derive(Debug, Clone)]
 pub struct Conv2d {
+    name: String,
     weight: Tensor,
     params: Conv2dParams,
 }
@@ -28,7 +29,26 @@ impl Conv2d {
             "weight",
             Init::Const(0.),
         )?;
-        Ok(Self { weight, params })
+        Ok(Self {
+            name: vb.prefix(),
+            weight,
+            params,
+        })
+    }
+
+    /// The checkpoint name of the layer (`layer1.0.conv1`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The weight `(c_out, c_in / groups, k, k)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Stride, padding, dilation and groups.
+    pub fn params(&self) -> Conv2dParams {
+        self.params
     }
 
     /// The convolution of `x`, in `x`'s dtype (the weight is cast to it: mixed precision
@@ -67,6 +87,7 @@ pub fn is_buffer(name: &str) -> bool {
 /// the usual setting for detection backbones fine-tuned with small batches.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
+    name: String,
     weight: Tensor,
     bias: Tensor,
     running_mean: Tensor,
@@ -108,6 +129,7 @@ impl BatchNorm2d {
         cfg: BatchNormConfig,
     ) -> Result<Self> {
         Ok(Self {
+            name: vb.prefix(),
             weight: vb.get_with_hints(channels, "weight", Init::Const(gamma_init))?,
             bias: vb.get_with_hints(channels, "bias", Init::Const(0.))?,
             running_mean: vb.get_with_hints(channels, "running_mean", Init::Const(0.))?,
@@ -122,6 +144,26 @@ impl BatchNorm2d {
             momentum: cfg.momentum,
             frozen: cfg.frozen,
         })
+    }
+
+    /// The checkpoint name of the layer (`layer1.0.bn1`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// γ, β, running mean and running variance, in that order.
+    pub fn tensors(&self) -> [&Tensor; 4] {
+        [
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+        ]
+    }
+
+    /// The ε added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
     }
 
     fn per_channel(t: &Tensor) -> Result<Tensor> {
@@ -213,6 +255,7 @@ impl ConvBn {
 /// The classifier: a fully-connected layer on pooled features (`fc` in timm).
 #[derive(Debug, Clone)]
 pub struct Linear {
+    name: String,
     weight: Tensor,
     bias: Tensor,
 }
@@ -221,6 +264,7 @@ impl Linear {
     /// Registers `weight: (out, in)` (Xavier-initialised later) and a zero `bias`.
     pub fn new(vb: VarBuilder, inputs: usize, outputs: usize) -> Result<Self> {
         Ok(Self {
+            name: vb.prefix(),
             weight: vb.get_with_hints((outputs, inputs), "weight", Init::Const(0.))?,
             bias: vb.get_with_hints(outputs, "bias", Init::Const(0.))?,
         })
@@ -233,6 +277,16 @@ impl Linear {
             self.bias.to_dtype(x.dtype())?,
         );
         ops::matmul(x, &w.t()?)?.broadcast_add(&b)
+    }
+
+    /// The checkpoint name of the layer (`fc`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The weight `(out, in)` and bias `(out)`.
+    pub fn tensors(&self) -> [&Tensor; 2] {
+        [&self.weight, &self.bias]
     }
 
     /// Multiply-accumulates per sample.
@@ -303,6 +357,7 @@ mod tests {
             &[x, gamma, beta],
             |v| {
                 let layer = BatchNorm2d {
+                    name: "bn".into(),
                     weight: v[1].clone(),
                     bias: v[2].clone(),
                     running_mean: Tensor::zeros(3, DType::F64, &Device::Cpu)?,

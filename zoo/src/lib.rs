@@ -6,7 +6,9 @@
 //!   parameter counts and multiply-accumulates.
 //! - [`weights`]: loading timm/safetensors checkpoints strictly and saving ours atomically.
 //! - [`init`]: the paper's initialisation (Section 2.1).
-//! - [`registry`]: the versioned registry of published checkpoints (`weights.toml`).
+//! - [`registry`]: the versioned registry of published checkpoints (`weights.toml`), and
+//!   [`local`]: the user's own zoo directory.
+//! - [`onnx`]: export to ONNX.
 //!
 //! Models know nothing about training: they expose `forward_t(x, train)` and their
 //! parameters live in a [`candle_nn::VarMap`] whose names are the checkpoint's names.
@@ -14,9 +16,12 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod export;
 pub mod init;
 pub mod layers;
+pub mod local;
 pub mod models;
+pub mod onnx;
 pub mod registry;
 pub mod resnet;
 pub mod weights;
@@ -43,4 +48,8 @@ pub trait Classifier: Send + Sync {
     /// Multiply-accumulates of one forward pass on a single `h × w` image (convolutions and
     /// the classifier, as timm and the paper count them).
     fn macs(&self, h: usize, w: usize) -> u64;
+
+    /// Writes the inference graph (batch norm with running statistics) into `graph`,
+    /// reading the image from the value `input`; returns the name of the output value.
+    fn to_onnx(&self, graph: &mut onnx::OnnxGraph, input: &str) -> Result<String>;
 }

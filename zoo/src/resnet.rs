@@ -16,6 +16,7 @@ use candle_nn::VarBuilder;
 use ops::{Conv2dParams, Pool2dParams};
 
 use crate::layers::{relu, BatchNorm2d, BatchNormConfig, Conv2d, ConvBn, Linear};
+use crate::onnx::OnnxGraph;
 use crate::{Classifier, ZooError};
 
 /// The residual block: two 3×3 convolutions (ResNet-18/34) or the 1×1–3×3–1×1 bottleneck
@@ -197,6 +198,12 @@ fn conv_bn(
     })
 }
 
+/// `bn(conv(x))` in the ONNX graph.
+fn conv_bn_onnx(g: &mut OnnxGraph, unit: &ConvBn, x: &str) -> crate::Result<String> {
+    let y = g.conv(&unit.conv, x)?;
+    g.batch_norm(&unit.bn, &y)
+}
+
 /// The stem: plain 7×7 or deep 3×3×3, then batch norm, ReLU and the 3×3/2 max-pool.
 #[derive(Debug, Clone)]
 struct Stem {
@@ -264,6 +271,15 @@ impl Stem {
         ops::max_pool2d(&x, Self::max_pool())
     }
 
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
+        let mut x = x.to_string();
+        for unit in self.deep.iter().chain([&self.last]) {
+            let y = conv_bn_onnx(g, unit, &x)?;
+            x = g.relu(&y);
+        }
+        Ok(g.max_pool(&x, Self::max_pool()))
+    }
+
     fn macs(&self, h: usize, w: usize) -> (usize, usize, u64) {
         let (mut h, mut w, mut total) = (h, w, 0);
         for unit in self.deep.iter().chain([&self.last]) {
@@ -298,6 +314,16 @@ impl ShortcutPool {
         }
     }
 
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        match self {
+            ShortcutPool::Strided(p) => g.avg_pool(x, *p),
+            ShortcutPool::Same => {
+                let padded = g.pad(x, [0, 0, 1, 1]);
+                g.avg_pool(&padded, Pool2dParams::new(2, 1))
+            }
+        }
+    }
+
     fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
         match self {
             ShortcutPool::Strided(p) => {
@@ -323,6 +349,14 @@ impl Shortcut {
             Some(pool) => self.unit.forward_t(&pool.forward(x)?, train),
             None => self.unit.forward_t(x, train),
         }
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
+        let pooled = match &self.pool {
+            Some(pool) => pool.to_onnx(g, x),
+            None => x.to_string(),
+        };
+        conv_bn_onnx(g, &self.unit, &pooled)
     }
 
     fn macs(&self, h: usize, w: usize) -> u64 {
@@ -420,6 +454,23 @@ impl Block {
             None => x.clone(),
         };
         relu(&(y + identity)?)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
+        let last = self.path_a.len() - 1;
+        let mut y = x.to_string();
+        for (i, unit) in self.path_a.iter().enumerate() {
+            y = conv_bn_onnx(g, unit, &y)?;
+            if i < last {
+                y = g.relu(&y);
+            }
+        }
+        let identity = match &self.shortcut {
+            Some(s) => s.to_onnx(g, x)?,
+            None => x.to_string(),
+        };
+        let sum = g.add(&y, &identity);
+        Ok(g.relu(&sum))
     }
 
     fn macs(&self, h: usize, w: usize) -> (usize, usize, u64) {
@@ -569,6 +620,18 @@ impl Classifier for ResNet {
             features.push(x.clone());
         }
         Ok(features)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> crate::Result<String> {
+        let mut x = self.stem.to_onnx(g, input)?;
+        for block in self.stages.iter().flatten() {
+            x = block.to_onnx(g, &x)?;
+        }
+        let pooled = g.global_avg_pool(&x);
+        match &self.fc {
+            Some(fc) => g.linear(fc, &pooled),
+            None => Ok(pooled),
+        }
     }
 
     fn macs(&self, h: usize, w: usize) -> u64 {

@@ -1,0 +1,310 @@
+//! Export to ONNX, written with candle-onnx's protobuf types.
+//!
+//! The graph uses opset 19 (so that `AveragePool`'s `ceil_mode` and `count_include_pad`
+//! mean what PyTorch means by them), one float input `input` of shape
+//! `(batch, C, height, width)` with batch and spatial size dynamic, and one output `logits`.
+//! Batch norm is kept as `BatchNormalization` (ONNX Runtime folds it into the convolution
+//! when it optimises the graph), and every initializer keeps its timm name, so the ONNX file
+//! and the safetensors file can be compared tensor by tensor.
+//!
+//! Each architecture writes its own graph through [`crate::Classifier::to_onnx`], calling
+//! the layer emitters of [`OnnxGraph`].
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use candle_onnx::onnx::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
+    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use ops::Pool2dParams;
+use prost::Message;
+
+use crate::layers::{BatchNorm2d, Conv2d, Linear};
+use crate::{Classifier, Result, ZooError};
+
+/// The opset the exporter writes.
+pub const OPSET: i64 = 19;
+/// ONNX IR version matching [`OPSET`] (IR 9 came with opset 19).
+pub const IR_VERSION: i64 = 9;
+/// Name of the graph's input.
+pub const INPUT: &str = "input";
+/// Name of the graph's output.
+pub const OUTPUT: &str = "logits";
+
+/// A graph under construction: nodes in topological order and their initializers.
+#[derive(Debug, Default)]
+pub struct OnnxGraph {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    counter: usize,
+}
+
+fn ints(name: &str, values: &[usize]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.iter().map(|&v| v as i64).collect(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
+
+fn float(name: &str, value: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f: value,
+        ..Default::default()
+    }
+}
+
+impl OnnxGraph {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a node of type `op` and returns the name of its (single) output.
+    pub fn node(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
+        self.counter += 1;
+        let output = format!("{}_{}", op.to_lowercase(), self.counter);
+        self.nodes.push(NodeProto {
+            name: format!("{op}_{}", self.counter),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.clone()],
+            attribute: attributes,
+            ..Default::default()
+        });
+        output
+    }
+
+    /// Adds `tensor` as a float initializer called `name` and returns the name.
+    pub fn initializer(&mut self, name: &str, tensor: &Tensor) -> Result<String> {
+        let values: Vec<f32> = tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        self.initializers.push(TensorProto {
+            name: name.into(),
+            dims: tensor.dims().iter().map(|&d| d as i64).collect(),
+            data_type: DataType::Float as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        Ok(name.into())
+    }
+
+    fn int64_initializer(&mut self, name: &str, values: &[i64]) -> String {
+        self.initializers.push(TensorProto {
+            name: name.into(),
+            dims: vec![values.len() as i64],
+            data_type: DataType::Int64 as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    /// A bias-free convolution with the layer's stride, padding, dilation and groups.
+    pub fn conv(&mut self, conv: &Conv2d, x: &str) -> Result<String> {
+        let w = self.initializer(&format!("{}.weight", conv.name()), conv.weight())?;
+        let (_, _, kh, kw) = conv.weight().dims4()?;
+        let p = conv.params();
+        Ok(self.node(
+            "Conv",
+            &[x, &w],
+            vec![
+                ints("kernel_shape", &[kh, kw]),
+                ints("strides", &[p.stride, p.stride]),
+                ints("pads", &[p.padding; 4]),
+                ints("dilations", &[p.dilation, p.dilation]),
+                int("group", p.groups as i64),
+            ],
+        ))
+    }
+
+    /// Inference-mode batch norm with the layer's running statistics.
+    pub fn batch_norm(&mut self, bn: &BatchNorm2d, x: &str) -> Result<String> {
+        let [gamma, beta, mean, var] = bn.tensors();
+        let names = ["weight", "bias", "running_mean", "running_var"];
+        let mut inputs = vec![x.to_string()];
+        for (t, n) in [gamma, beta, mean, var].into_iter().zip(names) {
+            inputs.push(self.initializer(&format!("{}.{n}", bn.name()), t)?);
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(self.node(
+            "BatchNormalization",
+            &inputs,
+            vec![float("epsilon", bn.eps() as f32)],
+        ))
+    }
+
+    /// ReLU.
+    pub fn relu(&mut self, x: &str) -> String {
+        self.node("Relu", &[x], vec![])
+    }
+
+    /// Elementwise sum.
+    pub fn add(&mut self, a: &str, b: &str) -> String {
+        self.node("Add", &[a, b], vec![])
+    }
+
+    fn pool_attributes(p: Pool2dParams) -> Vec<AttributeProto> {
+        vec![
+            ints("kernel_shape", &[p.kernel, p.kernel]),
+            ints("strides", &[p.stride, p.stride]),
+            ints("pads", &[p.padding; 4]),
+            int("ceil_mode", p.ceil_mode as i64),
+        ]
+    }
+
+    /// Max pooling (padding counts as −∞).
+    pub fn max_pool(&mut self, x: &str, p: Pool2dParams) -> String {
+        self.node("MaxPool", &[x], Self::pool_attributes(p))
+    }
+
+    /// Average pooling with PyTorch's `ceil_mode` and `count_include_pad`.
+    pub fn avg_pool(&mut self, x: &str, p: Pool2dParams) -> String {
+        let mut attributes = Self::pool_attributes(p);
+        attributes.push(int("count_include_pad", p.count_include_pad as i64));
+        self.node("AveragePool", &[x], attributes)
+    }
+
+    /// Zero padding of an NCHW tensor: `(top, left, bottom, right)`.
+    pub fn pad(&mut self, x: &str, pads: [usize; 4]) -> String {
+        self.counter += 1;
+        let [t, l, b, r] = pads.map(|p| p as i64);
+        let name = format!("pads_{}", self.counter);
+        let pads = self.int64_initializer(&name, &[0, 0, t, l, 0, 0, b, r]);
+        self.node("Pad", &[x, &pads], vec![])
+    }
+
+    /// Global average pooling and flattening to `(N, C)`.
+    pub fn global_avg_pool(&mut self, x: &str) -> String {
+        let pooled = self.node("GlobalAveragePool", &[x], vec![]);
+        self.node("Flatten", &[&pooled], vec![int("axis", 1)])
+    }
+
+    /// The classifier `x · Wᵀ + b`.
+    pub fn linear(&mut self, fc: &Linear, x: &str) -> Result<String> {
+        let [w, b] = fc.tensors();
+        let w = self.initializer(&format!("{}.weight", fc.name()), w)?;
+        let b = self.initializer(&format!("{}.bias", fc.name()), b)?;
+        Ok(self.node("Gemm", &[x, &w, &b], vec![int("transB", 1)]))
+    }
+
+    /// The finished model, its input `(batch, in_chans, height, width)` and output `output`
+    /// renamed to [`OUTPUT`].
+    pub fn finish(mut self, output: &str, in_chans: usize, out_dims: usize) -> ModelProto {
+        for node in &mut self.nodes {
+            for o in &mut node.output {
+                if o == output {
+                    *o = OUTPUT.into();
+                }
+            }
+        }
+        let dim = |value: dimension::Value| Dimension {
+            value: Some(value),
+            ..Default::default()
+        };
+        let tensor = |dims: Vec<Dimension>| TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim: dims }),
+            })),
+            ..Default::default()
+        };
+        let param = |s: &str| dim(dimension::Value::DimParam(s.into()));
+        let input = ValueInfoProto {
+            name: INPUT.into(),
+            r#type: Some(tensor(vec![
+                param("batch"),
+                dim(dimension::Value::DimValue(in_chans as i64)),
+                param("height"),
+                param("width"),
+            ])),
+            ..Default::default()
+        };
+        let output = ValueInfoProto {
+            name: OUTPUT.into(),
+            r#type: Some(tensor(vec![
+                param("batch"),
+                dim(dimension::Value::DimValue(out_dims as i64)),
+            ])),
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: "tricks".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            graph: Some(GraphProto {
+                name: "tricks".into(),
+                node: self.nodes,
+                initializer: self.initializers,
+                input: vec![input],
+                output: vec![output],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The ONNX model of `net` for `in_chans`-channel images; `out_dims` is the size of its
+/// output (classes, or features without a classifier).
+pub fn export(net: &dyn Classifier, in_chans: usize, out_dims: usize) -> Result<ModelProto> {
+    let mut graph = OnnxGraph::new();
+    let output = net.to_onnx(&mut graph, INPUT)?;
+    Ok(graph.finish(&output, in_chans, out_dims))
+}
+
+/// Writes `model` to `path` through a temporary file and a rename.
+pub fn write(model: &ModelProto, path: &Path) -> Result<()> {
+    crate::local::write_atomically(path, &model.encode_to_vec())
+}
+
+/// Reads and decodes the ONNX file at `path`, with a clear error for anything that is not
+/// a well-formed ONNX model (truncated, tampered, another format).
+pub fn read(path: &Path) -> Result<ModelProto> {
+    let bytes = std::fs::read(path).map_err(|source| ZooError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| ZooError::BadWeightsFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let model =
+        ModelProto::decode(bytes.as_slice()).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| bad("ONNX model without a graph".into()))?;
+    if graph.node.is_empty() || graph.input.is_empty() || graph.output.is_empty() {
+        return Err(bad("ONNX graph without nodes, inputs or outputs".into()));
+    }
+    for t in &graph.initializer {
+        let count: i64 = t.dims.iter().product();
+        if t.data_type == DataType::Float as i32 && t.raw_data.len() as i64 != 4 * count {
+            return Err(bad(format!(
+                "initializer `{}` holds {} bytes for shape {:?}",
+                t.name,
+                t.raw_data.len(),
+                t.dims
+            )));
+        }
+    }
+    Ok(model)
+}
