@@ -314,9 +314,9 @@ impl ShortcutPool {
         }
     }
 
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+    fn to_onnx(self, g: &mut OnnxGraph, x: &str) -> String {
         match self {
-            ShortcutPool::Strided(p) => g.avg_pool(x, *p),
+            ShortcutPool::Strided(p) => g.avg_pool(x, p),
             ShortcutPool::Same => {
                 let padded = g.pad(x, [0, 0, 1, 1]);
                 g.avg_pool(&padded, Pool2dParams::new(2, 1))
