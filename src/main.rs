@@ -7,6 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod commands;
 mod plot;
+mod weights_ref;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,12 @@ enum Command {
     Schedule(Box<commands::schedule::Args>),
     /// Time inference or a training step (forward, backward, NAG update) of a model.
     Bench(commands::bench::Args),
+    /// Export a checkpoint: safetensors + timm config.json, and ONNX.
+    Export(commands::export::Args),
+    /// The model zoo: list, show, verify, publish; pull from and push to the Hugging Face Hub.
+    Zoo(commands::zoo::Args),
+    /// The top classes of a model for each image.
+    Predict(commands::predict::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +58,9 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => commands::train::run(*args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Schedule(args) => commands::schedule::run(*args),
+        Command::Export(args) => commands::export::run(args),
+        Command::Zoo(args) => commands::zoo::run(args),
+        Command::Predict(args) => commands::predict::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

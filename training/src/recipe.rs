@@ -176,6 +176,28 @@ impl Recipe {
         Ok(())
     }
 
+    /// The paper's tricks this recipe switches on, by the names model cards use: `linear_scaling`
+    /// (no explicit `lr`), `warmup`, `zero_gamma`, `no_bias_decay`, `fp16`/`bf16` (Section 3),
+    /// `cosine`, `label_smoothing`, `distillation`, `mixup` (Section 5).
+    pub fn tricks(&self) -> Vec<&'static str> {
+        let switches = [
+            (self.lr.is_none(), "linear_scaling"),
+            (self.warmup_epochs > 0.0, "warmup"),
+            (self.zero_gamma, "zero_gamma"),
+            (self.no_bias_decay, "no_bias_decay"),
+            (self.precision == Precision::F16, "fp16"),
+            (self.precision == Precision::Bf16, "bf16"),
+            (self.lr_schedule == LrSchedule::Cosine, "cosine"),
+            (self.label_smoothing > 0.0, "label_smoothing"),
+            (self.teacher.is_some(), "distillation"),
+            (self.mixup_alpha > 0.0, "mixup"),
+        ];
+        switches
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect()
+    }
+
     /// Images per optimiser update.
     pub fn effective_batch(&self) -> usize {
         self.batch_size * self.accumulate
@@ -209,6 +231,22 @@ impl Recipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shipped_recipes_name_their_tricks() {
+        assert!(Recipe::load("baseline").unwrap().tricks().is_empty());
+        let tricks = Recipe::load("tricks").unwrap().tricks();
+        for t in [
+            "cosine",
+            "label_smoothing",
+            "mixup",
+            "zero_gamma",
+            "no_bias_decay",
+            "warmup",
+        ] {
+            assert!(tricks.contains(&t), "{t} missing from {tricks:?}");
+        }
+    }
 
     #[test]
     fn shipped_recipes_carry_the_papers_settings() {

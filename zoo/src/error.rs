@@ -39,6 +39,8 @@ pub enum ZooError {
         model: String,
         example: String,
     },
+    #[error("Hugging Face Hub: {0}")]
+    Hub(String),
     #[error("{path}: {reason}")]
     Registry { path: String, reason: String },
     #[error("writing {path}: {source}")]

@@ -17,7 +17,9 @@
 
 mod error;
 pub mod export;
+pub mod hub;
 pub mod init;
+pub mod labels;
 pub mod layers;
 pub mod local;
 pub mod models;

@@ -6,6 +6,7 @@ pub mod augment;
 pub mod folder;
 pub mod image;
 pub mod loader;
+pub mod pretrained;
 pub mod synth;
 
 pub use self::image::Image;

@@ -1,0 +1,63 @@
+//! `tricks predict`: the top classes of a model for each image, with their names,
+//! preprocessing each image as the weights' input configuration says.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor, D};
+use training::data::pretrained::preprocess;
+
+use crate::weights_ref::{load, ZooArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// `zoo:NAME[@VERSION]`, `hf:OWNER/REPO[@REV]`, a run directory, or a safetensors file
+    /// (with --model).
+    #[arg(long)]
+    pub weights: String,
+    /// Architecture of a bare safetensors file.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// How many classes to print per image.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Images (JPEG or PNG).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub zoo: ZooArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let loaded = load(&args.weights, args.model.as_deref(), &args.zoo)?;
+    let zoo::models::Arch::ResNet(cfg) = &loaded.model.spec.arch;
+    let classes = cfg.num_classes;
+    if classes == 0 {
+        bail!("{} has no classifier: nothing to predict", args.weights);
+    }
+    let names: Vec<String> = match &loaded.meta.labels {
+        Some(labels) if labels.len() == classes => labels.clone(),
+        _ if classes == 1000 => zoo::labels::imagenet()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        _ => (0..classes).map(|i| format!("class {i}")).collect(),
+    };
+    let input = &loaded.meta.input;
+    let [c, h, w] = input.size;
+    for path in &args.images {
+        let pixels = preprocess(path, input).map_err(anyhow::Error::msg)?;
+        let x = Tensor::from_vec(pixels, (1, c, h, w), &Device::Cpu)?;
+        let logits = loaded.model.net.forward_t(&x, false)?;
+        let probs: Vec<f32> = candle_nn::ops::softmax(&logits, D::Minus1)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        println!("{}", path.display());
+        for &i in order.iter().take(args.top) {
+            println!("  {:>6.2}%  {:>4}  {}", 100.0 * probs[i], i, names[i]);
+        }
+    }
+    Ok(())
+}
