@@ -72,7 +72,7 @@ impl Hub {
             .local_files_only(self.offline)
             .send()
             .map_err(|e| {
-                let mut message = hub_error(&e, self.token.as_deref()).to_string();
+                let mut message = scrubbed(&e, self.token.as_deref());
                 if self.offline {
                     message.push_str(" (offline: only the local Hugging Face cache was searched)");
                 }
@@ -139,12 +139,16 @@ fn split_repo(repo: &str) -> Result<(&str, &str)> {
 }
 
 /// The error as text, with the token (if any) replaced by `***`.
-fn hub_error(e: &HFError, token: Option<&str>) -> ZooError {
-    let mut message = e.to_string();
-    if let Some(token) = token {
-        message = message.replace(token, "***");
+fn scrubbed(e: &HFError, token: Option<&str>) -> String {
+    let message = e.to_string();
+    match token {
+        Some(token) => message.replace(token, "***"),
+        None => message,
     }
-    ZooError::Hub(message)
+}
+
+fn hub_error(e: &HFError, token: Option<&str>) -> ZooError {
+    ZooError::Hub(scrubbed(e, token))
 }
 
 /// Removes a cached file: the blob a snapshot link points at, and the link.
