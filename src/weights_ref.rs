@@ -111,6 +111,28 @@ pub fn fetch(zoo: &LocalZoo, hub: &Hub, entry: &Entry, role: FileRole) -> Result
     }
 }
 
+/// The safetensors file `reference` names: a path as is (a run directory: its
+/// `model.safetensors`), a zoo entry's or a Hub repository's `model.safetensors` fetched into
+/// the cache.
+pub fn resolve_path(reference: &str, args: &ZooArgs) -> Result<PathBuf> {
+    if let Some(r) = reference.strip_prefix("zoo:") {
+        let zoo = args.local();
+        let (_, entry) = find_entry(&zoo, &r.parse()?)?;
+        return fetch(&zoo, &args.hub()?, &entry, FileRole::Safetensors);
+    }
+    if let Some(r) = reference.strip_prefix("hf:") {
+        let (repo, revision) = r.split_once('@').unwrap_or((r, "main"));
+        return Ok(args
+            .hub()?
+            .download(repo, revision, "model.safetensors", None)?);
+    }
+    let path = PathBuf::from(reference);
+    if path.join("run.json").is_file() {
+        return Ok(path.join("model.safetensors"));
+    }
+    Ok(path)
+}
+
 /// A model with weights and what is known about them.
 pub struct Loaded {
     /// The model.

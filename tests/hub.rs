@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use candle_core::Device;
 use support::hub_server::{sha256, Faults, HubServer};
-use support::python::python_with;
+use support::python::{python_optional, python_with};
 use zoo::models::{create_model, ModelSpec};
 
 /// A scratch home: HF cache, local zoo, images, exported files.
@@ -494,6 +494,85 @@ fn official_python_client_downloads_from_the_test_server() {
         ],
     );
     assert!(out.contains("model.safetensors"), "{out}");
+}
+
+#[test]
+fn timm_loads_what_we_push_from_the_hub() {
+    let Some(python) = python_optional(&["timm", "torch", "huggingface_hub", "safetensors"]) else {
+        return;
+    };
+    let server = HubServer::start();
+    let home = Home::new();
+    let src = home.path("src");
+    timm_files("resnet18", 4, &src);
+    let weights = src.join("model.safetensors");
+    let w = weights.to_str().unwrap();
+    home.ok(
+        &server.endpoint,
+        &[],
+        &[
+            "zoo",
+            "publish",
+            w,
+            "--name",
+            "resnet18.mine",
+            "--version",
+            "1.0.0",
+        ],
+    );
+    home.ok(
+        &server.endpoint,
+        &[],
+        &["zoo", "push", "resnet18.mine@1.0.0", "--repo", "me/r18"],
+    );
+    // timm reads config.json and model.safetensors from the Hub and must give our logits.
+    let input = home.path("input.safetensors");
+    let x = ops::gradcheck::uniform(&[1, 3, 224, 224], 5, &Device::Cpu)
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap();
+    zoo::weights::save_tensors(&[("input".to_string(), x)].into(), &input).unwrap();
+    let logits = home.path("logits.safetensors");
+    let (i, l) = (input.to_str().unwrap(), logits.to_str().unwrap());
+    home.ok(
+        &server.endpoint,
+        &[],
+        &[
+            "forward",
+            "--model",
+            "resnet18",
+            "--weights",
+            w,
+            "--input",
+            i,
+            "--output",
+            l,
+        ],
+    );
+    // timm 1.0.15 cannot import huggingface_hub 2.x, so the official client downloads and
+    // timm loads the files the way the model card says.
+    let script = "import sys, json, timm, torch\nfrom huggingface_hub import hf_hub_download\n\
+                  from safetensors.torch import load_file\n\
+                  cfg = json.load(open(hf_hub_download('me/r18', 'config.json')))\n\
+                  w = hf_hub_download('me/r18', 'model.safetensors')\n\
+                  m = timm.create_model(cfg['architecture'], pretrained=True, num_classes=cfg['num_classes'],\n\
+                      pretrained_cfg_overlay=dict(cfg['pretrained_cfg'], file=w)).eval()\n\
+                  x = load_file(sys.argv[1])['input']\nref = load_file(sys.argv[2])['logits']\n\
+                  with torch.no_grad(): y = m(x)\n\
+                  err = ((y - ref).abs().max() / ref.abs().max()).item()\n\
+                  print(cfg['pretrained_cfg']['crop_pct'], err)\nassert err < 1e-4, err";
+    let out = Command::new(python)
+        .args(["-c", script, i, l])
+        .env("HF_ENDPOINT", &server.endpoint)
+        .env("HF_HUB_CACHE", home.path("py"))
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!("timm: {text}");
+    assert!(out.status.success(), "timm failed: {text}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -273,6 +273,56 @@ fn eval_and_finetuning_from_a_run() {
         "--size",
         "40",
     ]);
+    // The run predicts with its own class names, and keeps them through the zoo.
+    let image = dataset()
+        .join("val/circle")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let predicted = ok(&["predict", "--weights", s(&run), "--top", "3", s(&image)]);
+    for class in ["circle", "square", "triangle"] {
+        assert!(
+            predicted.contains(class),
+            "{class} missing from {predicted}"
+        );
+    }
+    let zoo_dir = tmp.path().join("zoo");
+    let published = ok(&[
+        "zoo",
+        "publish",
+        s(&run),
+        "--name",
+        "resnet10d_tiny.shapes",
+        "--version",
+        "1.0.0",
+        "--zoo",
+        s(&zoo_dir),
+    ]);
+    assert!(published.contains("model.onnx"), "{published}");
+    let shown = ok(&["zoo", "show", "resnet10d_tiny.shapes", "--zoo", s(&zoo_dir)]);
+    assert!(
+        shown.contains("top1") && shown.contains("dataset = \"") && shown.contains("[[files]]"),
+        "{shown}"
+    );
+    let via_zoo = ok(&[
+        "predict",
+        "--weights",
+        "zoo:resnet10d_tiny.shapes@1.0.0",
+        "--zoo",
+        s(&zoo_dir),
+        "--top",
+        "3",
+        s(&image),
+    ]);
+    assert_eq!(
+        via_zoo.lines().skip(1).collect::<Vec<_>>(),
+        predicted.lines().skip(1).collect::<Vec<_>>()
+    );
+
+    // Fine-tune from the zoo entry.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tricks"));
     let tuned = tmp.path().join("tuned");
     cmd.args([
@@ -282,7 +332,9 @@ fn eval_and_finetuning_from_a_run() {
         "--out",
         s(&tuned),
         "--init",
-        s(&weights_path),
+        "zoo:resnet10d_tiny.shapes",
+        "--zoo",
+        s(&zoo_dir),
         "--epochs",
         "1",
     ])

@@ -9,14 +9,17 @@ use training::data::augment::AugmentConfig;
 use training::data::{ImageFolder, Loader, LoaderConfig};
 use training::trainer::evaluate;
 
+use crate::weights_ref::{load, ZooArgs};
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Architecture, as listed by `tricks models`.
+    /// Architecture, as listed by `tricks models` (needed for a bare safetensors file).
     #[arg(long)]
-    pub model: String,
-    /// Weights (safetensors, timm's names).
+    pub model: Option<String>,
+    /// Weights: a safetensors file, a run directory, `zoo:NAME[@VERSION]` or
+    /// `hf:OWNER/REPO[@REV]`.
     #[arg(long)]
-    pub weights: PathBuf,
+    pub weights: String,
     /// Dataset root in the ImageNet layout; its `val` split is evaluated.
     #[arg(long)]
     pub data: PathBuf,
@@ -29,10 +32,12 @@ pub struct Args {
     /// Stop at the first unreadable image instead of skipping it.
     #[arg(long)]
     pub strict: bool,
+    #[command(flatten)]
+    pub zoo: ZooArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = zoo::models::load_pretrained(&args.model, &args.weights)?;
+    let model = load(&args.weights, args.model.as_deref(), &args.zoo)?.model;
     let classes = ImageFolder::class_names(&args.data)?;
     let val = ImageFolder::open(&args.data, "val", &classes)?;
     let out = model
@@ -45,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
     if out != classes.len() {
         bail!(
             "{} has {out} classes, the data {}",
-            args.weights.display(),
+            args.weights,
             classes.len()
         );
     }

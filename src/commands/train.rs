@@ -8,6 +8,8 @@ use training::recipe::{LrSchedule, Precision, Recipe};
 use training::trainer::{EpochMetrics, Progress, RunSpec, Trainer};
 use zoo::init::WeightInit;
 
+use crate::weights_ref::{resolve_path, ZooArgs};
+
 /// Recipe settings that can be overridden on the command line.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
@@ -56,7 +58,7 @@ pub struct Overrides {
     /// Mixup α (0: off).
     #[arg(long)]
     pub mixup_alpha: Option<f64>,
-    /// Teacher weights for knowledge distillation.
+    /// Teacher weights for knowledge distillation (a path, `zoo:` or `hf:` reference).
     #[arg(long)]
     pub teacher: Option<String>,
     /// The teacher's architecture (default: the student's).
@@ -180,16 +182,18 @@ pub struct Args {
     /// Continue the run in this directory from its last checkpoint.
     #[arg(long, conflicts_with_all = ["model", "data", "out"])]
     pub resume: Option<PathBuf>,
-    /// Start from these weights (a safetensors path); a classifier of another size is
-    /// replaced.
+    /// Start from these weights (a safetensors file, a run directory, `zoo:NAME[@VERSION]`
+    /// or `hf:OWNER/REPO[@REV]`); a classifier of another size is replaced.
     #[arg(long)]
-    pub init: Option<PathBuf>,
+    pub init: Option<String>,
     /// Stop at the first unreadable image instead of skipping it.
     #[arg(long)]
     pub strict: bool,
     /// Recipe overrides.
     #[command(flatten)]
     pub overrides: Overrides,
+    #[command(flatten)]
+    pub zoo: ZooArgs,
 }
 
 /// Draws a one-line progress bar on a terminal.
@@ -245,7 +249,16 @@ pub fn run(args: Args) -> Result<()> {
             t
         }
         None => {
-            let recipe = args.overrides.apply(Recipe::load(&args.recipe)?);
+            let mut recipe = args.overrides.apply(Recipe::load(&args.recipe)?);
+            // References resolve to files once, so the run directory records real paths.
+            if let Some(teacher) = &recipe.teacher {
+                recipe.teacher = Some(resolve_path(teacher, &args.zoo)?.display().to_string());
+            }
+            let init = args
+                .init
+                .as_deref()
+                .map(|r| resolve_path(r, &args.zoo))
+                .transpose()?;
             let (Some(model), Some(data), Some(out)) = (args.model, args.data, args.out) else {
                 bail!("--model, --data and --out are required for a new run");
             };
@@ -254,7 +267,7 @@ pub fn run(args: Args) -> Result<()> {
                 RunSpec {
                     model,
                     data,
-                    init: args.init,
+                    init,
                     strict: args.strict,
                     recipe,
                 },

@@ -334,7 +334,7 @@ fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
 
 /// The Hub model card: YAML front matter (library, tags, datasets, metrics as a
 /// model-index) and a description with the metrics, the recipe and its tricks.
-pub fn model_card(e: &Entry) -> String {
+pub fn model_card(e: &Entry, repo: &str) -> String {
     let mut card = String::from("---\nlibrary_name: timm\n");
     card.push_str(&format!("license: {}\n", e.license));
     card.push_str("tags:\n- image-classification\n- timm\n- tricks\n- bag-of-tricks\n");
@@ -359,12 +359,16 @@ pub fn model_card(e: &Entry) -> String {
     card.push_str("---\n\n");
     card.push_str(&format!("# {}\n\n", e.name));
     card.push_str(&format!(
-        "A `{}` image classifier ({} classes, dataset `{}`), version {}, made with \
-         [tricks](https://github.com/) — the *Bag of Tricks for Image Classification* \
-         (He et al., CVPR 2019) in Rust. Tensor names are timm's: \
-         `timm.create_model(\"{}\", pretrained=True, pretrained_cfg_overlay=dict(file=\"model.safetensors\"), num_classes={})` \
-         loads it.\n\n",
-        e.architecture, e.num_classes, e.dataset, e.version, e.architecture, e.num_classes
+        "A `{}` image classifier ({} classes, dataset `{}`), version {}, made with tricks: the \
+         *Bag of Tricks for Image Classification* (He et al., CVPR 2019) in Rust. Tensor names \
+         are timm's.\n\n## Usage\n\n```python\nimport timm\nmodel = timm.create_model(\"hf-hub:{repo}\", pretrained=True)\n```\n\n\
+         With a timm that cannot reach the Hub itself, load the downloaded files:\n\n```python\n\
+         import json, timm\nfrom huggingface_hub import hf_hub_download\n\
+         cfg = json.load(open(hf_hub_download(\"{repo}\", \"config.json\")))\n\
+         model = timm.create_model(cfg[\"architecture\"], pretrained=True, num_classes=cfg[\"num_classes\"],\n\
+             pretrained_cfg_overlay=dict(cfg[\"pretrained_cfg\"], file=hf_hub_download(\"{repo}\", \"model.safetensors\")))\n```\n\n\
+         In Rust: `tricks predict --weights hf:{repo} IMAGE`.\n\n",
+        e.architecture, e.num_classes, e.dataset, e.version
     ));
     card.push_str("## Metrics\n\n| metric | value |\n|---|---|\n");
     for (k, v) in &e.metrics {
@@ -421,7 +425,7 @@ fn push(args: &ZooArgs, entry: &str, repo: &str, private: bool) -> Result<()> {
         files.push((f.path.clone(), named));
     }
     let card = staging.join("README.md");
-    std::fs::write(&card, model_card(&e))?;
+    std::fs::write(&card, model_card(&e, repo))?;
     files.push(("README.md".to_string(), card));
     let result = hub.push(
         repo,

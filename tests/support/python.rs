@@ -29,3 +29,18 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
     eprintln!("skipped: {message}");
     None
 }
+
+/// Like [`python_with`], for heavy references (torch, timm) that CI does not install: a
+/// missing module always skips.
+pub fn python_optional(modules: &[&str]) -> Option<String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let import = format!("import {}", modules.join(", "));
+    let ok = Command::new(&python)
+        .args(["-c", &import])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: `{import}` fails (optional reference, not installed by CI)");
+    }
+    ok.then_some(python)
+}
