@@ -156,8 +156,9 @@ pub struct Provenance {
     pub tricks: Vec<String>,
     /// Where the weights came from, when not trained here.
     pub source: Option<String>,
-    /// `name@version` when loaded from the zoo (the parent of a fine-tune).
-    pub zoo_id: Option<String>,
+    /// `name@version` when loaded from the zoo, or the zoo entry a run started from: the
+    /// parent of what is published from it.
+    pub parent: Option<String>,
     /// Licence.
     pub license: Option<String>,
 }
@@ -188,7 +189,7 @@ pub fn load(reference: &str, model: Option<&str>, args: &ZooArgs) -> Result<Load
                 recipe: entry.recipe.clone(),
                 tricks: entry.tricks.clone(),
                 source: entry.source.clone(),
-                zoo_id: Some(entry.id()),
+                parent: Some(entry.id()),
                 license: Some(entry.license.clone()),
             },
         });
@@ -302,7 +303,7 @@ fn load_run(dir: &Path) -> Result<Loaded> {
             recipe: Some(spec.recipe.to_toml()),
             tricks: spec.recipe.tricks().into_iter().map(String::from).collect(),
             source: None,
-            zoo_id: None,
+            parent: spec.parent.clone(),
             license: None,
         },
     })

@@ -347,6 +347,23 @@ fn eval_and_finetuning_from_a_run() {
     );
     let w = weights(&tuned.join("model.safetensors"));
     assert_eq!(w["fc.weight"].dims(), [4, 256]);
+    // Published from that run, the entry names its parent.
+    ok(&[
+        "zoo",
+        "publish",
+        s(&tuned),
+        "--name",
+        "resnet10d_tiny.four",
+        "--version",
+        "1.0.0",
+        "--zoo",
+        s(&zoo_dir),
+    ]);
+    let shown = ok(&["zoo", "show", "resnet10d_tiny.four", "--zoo", s(&zoo_dir)]);
+    assert!(
+        shown.contains("parent = \"resnet10d_tiny.shapes@1.0.0\""),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -120,6 +120,7 @@ pub fn run(args: Args) -> Result<()> {
                     model: MODEL.into(),
                     data: data.clone(),
                     init: None,
+                    parent: None,
                     strict: false,
                     recipe: recipe.clone(),
                 },

@@ -8,7 +8,7 @@ use training::recipe::{LrSchedule, Precision, Recipe};
 use training::trainer::{EpochMetrics, Progress, RunSpec, Trainer};
 use zoo::init::WeightInit;
 
-use crate::weights_ref::{resolve_path, ZooArgs};
+use crate::weights_ref::{find_entry, resolve_path, ZooArgs};
 
 /// Recipe settings that can be overridden on the command line.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -259,6 +259,10 @@ pub fn run(args: Args) -> Result<()> {
                 .as_deref()
                 .map(|r| resolve_path(r, &args.zoo))
                 .transpose()?;
+            let parent = match args.init.as_deref().and_then(|r| r.strip_prefix("zoo:")) {
+                Some(r) => Some(find_entry(&args.zoo.local(), &r.parse()?)?.1.id()),
+                None => None,
+            };
             let (Some(model), Some(data), Some(out)) = (args.model, args.data, args.out) else {
                 bail!("--model, --data and --out are required for a new run");
             };
@@ -268,6 +272,7 @@ pub fn run(args: Args) -> Result<()> {
                     model,
                     data,
                     init,
+                    parent,
                     strict: args.strict,
                     recipe,
                 },

@@ -302,7 +302,7 @@ fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
             .source
             .or_else(|| Some(format!("exported from {}", p.checkpoint))),
         tricks: prov.tricks,
-        parent: p.parent.or(prov.zoo_id),
+        parent: p.parent.or(prov.parent),
         license: p
             .license
             .or(prov.license)

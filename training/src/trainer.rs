@@ -35,6 +35,10 @@ pub struct RunSpec {
     pub data: PathBuf,
     /// Pretrained weights to start from (the classifier is replaced if its size differs).
     pub init: Option<PathBuf>,
+    /// The zoo entry (`name@version`) those weights came from, recorded as the parent of
+    /// checkpoints published from this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// Stop at the first unreadable image.
     pub strict: bool,
     /// The recipe.
