@@ -5,14 +5,16 @@ use candle_core::{DType, Result, Tensor};
 use crate::im2col::{Im2Col, Window};
 use crate::shape::pool_output_size;
 
-/// Hyper-parameters of a 2-D convolution (same on both spatial axes, as in every network of
-/// the paper).
+/// Hyper-parameters of a 2-D convolution: the same on both spatial axes, except that the
+/// width's padding may differ (Inception-V3's 1×7 and 7×1 convolutions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dParams {
     /// Step between windows.
     pub stride: usize,
-    /// Zeros added on every side.
+    /// Zeros added on every side (top and bottom; left and right too unless `padding_w`).
     pub padding: usize,
+    /// Zeros added left and right when that differs from `padding`.
+    pub padding_w: Option<usize>,
     /// Spacing between kernel taps.
     pub dilation: usize,
     /// Channel groups (input and output channels split into this many independent parts).
@@ -24,6 +26,7 @@ impl Default for Conv2dParams {
         Self {
             stride: 1,
             padding: 0,
+            padding_w: None,
             dilation: 1,
             groups: 1,
         }
@@ -31,11 +34,17 @@ impl Default for Conv2dParams {
 }
 
 impl Conv2dParams {
+    /// Padding of height and width.
+    pub fn pads(&self) -> (usize, usize) {
+        (self.padding, self.padding_w.unwrap_or(self.padding))
+    }
+
     /// Output height and width for an `h × w` input and a `kh × kw` kernel, if the kernel
     /// fits at all.
     pub fn output_size(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
-        let oh = pool_output_size(h, kh, self.stride, self.padding, self.dilation, false)?;
-        let ow = pool_output_size(w, kw, self.stride, self.padding, self.dilation, false)?;
+        let (ph, pw) = self.pads();
+        let oh = pool_output_size(h, kh, self.stride, ph, self.dilation, false)?;
+        let ow = pool_output_size(w, kw, self.stride, pw, self.dilation, false)?;
         Some((oh, ow))
     }
 }
@@ -60,7 +69,20 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// whatever the parities of H and W) and multiplied by the weight with Candle's matmul, so
 /// both gradients come from Candle's autograd as single large matmuls. The input gradient
 /// is only built when the input needs one.
+///
+/// A depthwise convolution (groups = input channels = output channels) runs on the direct
+/// kernel of [`crate::depthwise_conv2d`] instead.
 pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    let (_, c_in, _, _) = x.dims4()?;
+    let (c_out, c_in_group, _, _) = weight.dims4()?;
+    if p.groups > 1 && p.groups == c_in && c_out == c_in && c_in_group == 1 {
+        return crate::depthwise::depthwise_conv2d(x, weight, p);
+    }
+    conv2d_grouped(x, weight, p)
+}
+
+/// The im2col + matmul convolution, one matmul per group.
+pub(crate) fn conv2d_grouped(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     let (n, c_in, h, w) = x.dims4()?;
     let (c_out, c_in_group, kh, kw) = weight.dims4()?;
     if p.groups == 0 || c_in != c_in_group * p.groups || c_out % p.groups != 0 {
@@ -73,16 +95,18 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     }
     let Some((oh, ow)) = p.output_size(h, w, kh, kw) else {
         candle_core::bail!(
-            "conv2d: a {kh}x{kw} kernel (dilation {}, padding {}) does not fit a {h}x{w} input",
+            "conv2d: a {kh}x{kw} kernel (dilation {}, padding {:?}) does not fit a {h}x{w} input",
             p.dilation,
-            p.padding
+            p.pads()
         );
     };
+    let (pad_h, pad_w) = p.pads();
     let win = Window {
         kh,
         kw,
         stride: p.stride,
-        padding: p.padding,
+        pad_h,
+        pad_w,
         dilation: p.dilation,
         h,
         w,
@@ -240,6 +264,42 @@ mod tests {
         ] {
             let x = rand(&[2, 4, h, w], 5).to_dtype(DType::F64)?;
             let wt = rand(&[4, 4 / p.groups, k, k], 6).to_dtype(DType::F64)?;
+            check_gradients(&[x, wt], |v| conv2d(&v[0], &v[1], p), 1e-6, 1e-5)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn asymmetric_padding_matches_explicit_padding() -> Result<()> {
+        // Inception-V3's 1×7 (padding (0, 3)) and 7×1 (padding (3, 0)) convolutions.
+        for (kh, kw, p) in [
+            (
+                1,
+                7,
+                Conv2dParams {
+                    padding: 0,
+                    padding_w: Some(3),
+                    ..Default::default()
+                },
+            ),
+            (
+                7,
+                1,
+                Conv2dParams {
+                    padding: 3,
+                    padding_w: Some(0),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let x = rand(&[2, 3, 9, 11], 20);
+            let wt = rand(&[4, 3, kh, kw], 21);
+            let ours = conv2d(&x, &wt, p)?;
+            let (ph, pw) = p.pads();
+            let padded = x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?;
+            let reference = conv2d(&padded, &wt, Conv2dParams::default())?;
+            assert_close(&ours, &reference, 1e-6);
+            let (x, wt) = (x.to_dtype(DType::F64)?, wt.to_dtype(DType::F64)?);
             check_gradients(&[x, wt], |v| conv2d(&v[0], &v[1], p), 1e-6, 1e-5)?;
         }
         Ok(())

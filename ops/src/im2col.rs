@@ -19,7 +19,8 @@ pub(crate) struct Window {
     pub kh: usize,
     pub kw: usize,
     pub stride: usize,
-    pub padding: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
     pub dilation: usize,
     /// Input height and width.
     pub h: usize,
@@ -30,10 +31,11 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// The input coordinate that output coordinate `o` reads at tap `k`, if inside the image.
+    /// The input coordinate that output coordinate `o` reads at tap `k` along an axis padded
+    /// by `pad`, if inside the image.
     #[inline]
-    fn source(&self, o: usize, k: usize, len: usize) -> Option<usize> {
-        let pos = (o * self.stride + k * self.dilation) as isize - self.padding as isize;
+    fn source(&self, o: usize, k: usize, pad: usize, len: usize) -> Option<usize> {
+        let pos = (o * self.stride + k * self.dilation) as isize - pad as isize;
         (pos >= 0 && (pos as usize) < len).then_some(pos as usize)
     }
 
@@ -61,13 +63,13 @@ fn im2col<T: Elem>(x: &[T], n: usize, c: usize, win: &Window) -> Result<Vec<T>> 
                     for j in 0..win.kw {
                         let row = &mut rows[((i * win.kw + j) * n + img) * l..][..l];
                         for oy in 0..win.oh {
-                            let Some(y) = win.source(oy, i, win.h) else {
+                            let Some(y) = win.source(oy, i, win.pad_h, win.h) else {
                                 continue;
                             };
                             let src = &src_plane[y * win.w..][..win.w];
                             let dst = &mut row[oy * win.ow..][..win.ow];
                             for (ox, d) in dst.iter_mut().enumerate() {
-                                if let Some(x) = win.source(ox, j, win.w) {
+                                if let Some(x) = win.source(ox, j, win.pad_w, win.w) {
                                     *d = src[x];
                                 }
                             }
@@ -92,12 +94,12 @@ fn col2im<T: Elem>(cols: &[T], n: usize, c: usize, win: &Window) -> Result<Vec<T
                 for j in 0..win.kw {
                     let row = &cols[((ch * win.taps() + i * win.kw + j) * n + image) * l..][..l];
                     for oy in 0..win.oh {
-                        let Some(y) = win.source(oy, i, win.h) else {
+                        let Some(y) = win.source(oy, i, win.pad_h, win.h) else {
                             continue;
                         };
                         let dst = &mut img[y * win.w..][..win.w];
                         for (ox, &g) in row[oy * win.ow..][..win.ow].iter().enumerate() {
-                            if let Some(x) = win.source(ox, j, win.w) {
+                            if let Some(x) = win.source(ox, j, win.pad_w, win.w) {
                                 dst[x] += g;
                             }
                         }

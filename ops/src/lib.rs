@@ -3,6 +3,8 @@
 //!
 //! - [`conv2d`]: 2-D convolution as im2col + matmul, whose input gradient is exact for any
 //!   input size (Candle's own `conv2d` backward assumes H and W share parity).
+//! - [`depthwise_conv2d`]: MobileNet's depthwise convolution as a direct kernel with both
+//!   gradients ([`conv2d`] routes depthwise convolutions to it).
 //! - [`max_pool2d`] and [`avg_pool2d`]: pooling with padding, `ceil_mode` and
 //!   `count_include_pad`, with a backward for any kernel and stride (the 3×3/2 stem max-pool
 //!   of ResNet, the 2×2 `ceil_mode` average-pool shortcut of ResNet-D).
@@ -17,6 +19,7 @@
 
 mod batch_norm;
 mod conv;
+mod depthwise;
 mod dispatch;
 pub mod gradcheck;
 mod im2col;
@@ -25,5 +28,6 @@ mod shape;
 
 pub use batch_norm::batch_norm_train;
 pub use conv::{conv2d, matmul, Conv2dParams};
+pub use depthwise::depthwise_conv2d;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dParams};
 pub use shape::pool_output_size;

@@ -118,13 +118,14 @@ impl OnnxGraph {
         let w = self.initializer(&format!("{}.weight", conv.name()), conv.weight())?;
         let (_, _, kh, kw) = conv.weight().dims4()?;
         let p = conv.params();
+        let (ph, pw) = p.pads();
         Ok(self.node(
             "Conv",
             &[x, &w],
             vec![
                 ints("kernel_shape", &[kh, kw]),
                 ints("strides", &[p.stride, p.stride]),
-                ints("pads", &[p.padding; 4]),
+                ints("pads", &[ph, pw, ph, pw]),
                 ints("dilations", &[p.dilation, p.dilation]),
                 int("group", p.groups as i64),
             ],

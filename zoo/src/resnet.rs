@@ -179,7 +179,7 @@ fn shape(
             stride,
             padding,
             dilation,
-            groups: 1,
+            ..Default::default()
         },
     }
 }
