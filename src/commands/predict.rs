@@ -30,8 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let loaded = load(&args.weights, args.model.as_deref(), &args.zoo)?;
-    let zoo::models::Arch::ResNet(cfg) = &loaded.model.spec.arch;
-    let classes = cfg.num_classes;
+    let classes = loaded.model.spec.num_classes();
     if classes == 0 {
         bail!("{} has no classifier: nothing to predict", args.weights);
     }

@@ -287,7 +287,6 @@ fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
     meta.tag = p.name.split_once('.').map(|(_, t)| t.to_string());
     let files = export(&loaded.model, &meta, formats, &staging)?;
     let prov = loaded.provenance;
-    let zoo::models::Arch::ResNet(cfg) = &loaded.model.spec.arch;
     let entry = Entry {
         name: p.name.clone(),
         version,
@@ -296,7 +295,7 @@ fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
             .dataset
             .or(prov.dataset)
             .unwrap_or_else(|| "unknown".into()),
-        num_classes: cfg.num_classes,
+        num_classes: loaded.model.spec.num_classes(),
         recipe: prov.recipe,
         source: prov
             .source

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::models::{Arch, Model};
+use crate::models::Model;
 use crate::registry::{FileRole, InputConfig};
 use crate::{Result, ZooError};
 
@@ -39,11 +39,6 @@ pub type ExportedFiles = Vec<(FileRole, String, PathBuf)>;
 /// timm's `config.json` for `model` with `meta`.
 pub fn timm_config(model: &Model, meta: &ExportMeta) -> serde_json::Value {
     let spec = &model.spec;
-    let Arch::ResNet(cfg) = &spec.arch;
-    let first_conv = match cfg.stem {
-        crate::resnet::StemKind::Plain => "conv1",
-        crate::resnet::StemKind::Deep => "conv1.0",
-    };
     let input = &meta.input;
     let mut pretrained = json!({
         "input_size": input.size,
@@ -53,9 +48,9 @@ pub fn timm_config(model: &Model, meta: &ExportMeta) -> serde_json::Value {
         "crop_mode": "center",
         "mean": input.mean,
         "std": input.std,
-        "num_classes": cfg.num_classes,
+        "num_classes": spec.num_classes(),
         "pool_size": [input.size[1].div_ceil(32), input.size[2].div_ceil(32)],
-        "first_conv": first_conv,
+        "first_conv": spec.first_conv(),
         "classifier": spec.classifier_name(),
     });
     if let Some(tag) = &meta.tag {
@@ -63,8 +58,8 @@ pub fn timm_config(model: &Model, meta: &ExportMeta) -> serde_json::Value {
     }
     let mut config = json!({
         "architecture": spec.name,
-        "num_classes": cfg.num_classes,
-        "num_features": cfg.num_features(),
+        "num_classes": spec.num_classes(),
+        "num_features": spec.num_features(),
         "global_pool": "avg",
         "pretrained_cfg": pretrained,
     });
@@ -101,13 +96,8 @@ pub fn export(
         files.push((FileRole::Config, "config.json".to_string(), config));
     }
     if formats.onnx {
-        let Arch::ResNet(cfg) = &model.spec.arch;
-        let out_dims = if cfg.num_classes == 0 {
-            cfg.num_features()
-        } else {
-            cfg.num_classes
-        };
-        let proto = crate::onnx::export(model.net.as_ref(), cfg.in_chans, out_dims)?;
+        let spec = &model.spec;
+        let proto = crate::onnx::export(model.net.as_ref(), spec.in_chans(), spec.output_dims())?;
         let path = dir.join("model.onnx");
         crate::onnx::write(&proto, &path)?;
         files.push((FileRole::Onnx, "model.onnx".to_string(), path));

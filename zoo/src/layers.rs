@@ -36,6 +36,26 @@ impl Conv2d {
         })
     }
 
+    /// Registers a weight of shape `(c_out, c_in / groups, kh, kw)` under `vb`: for
+    /// non-square kernels (Inception's 1×7 and 7×1).
+    pub fn with_shape(
+        vb: VarBuilder,
+        shape: (usize, usize, usize, usize),
+        params: Conv2dParams,
+    ) -> Result<Self> {
+        let (c_out, c_in, kh, kw) = shape;
+        let weight = vb.get_with_hints(
+            (c_out, c_in / params.groups, kh, kw),
+            "weight",
+            Init::Const(0.),
+        )?;
+        Ok(Self {
+            name: vb.prefix(),
+            weight,
+            params,
+        })
+    }
+
     /// The checkpoint name of the layer (`layer1.0.conv1`).
     pub fn name(&self) -> &str {
         &self.name

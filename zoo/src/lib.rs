@@ -2,6 +2,9 @@
 //!
 //! - [`resnet`]: ResNet-18…152 in the paper's variants (Section 4, Figure 2): the original
 //!   ResNet, ResNet-B, -C, -D and timm's -S, as one builder configured by [`ResNetConfig`].
+//! - [`mobilenet`]: MobileNet v1 at widths 0.25–1.25 (timm's `mobilenetv1_*`), and
+//!   [`inception`]: Inception-V3 with its optional auxiliary classifier: the paper's other
+//!   two networks (Table 2).
 //! - [`models`]: the table from model names (`resnet50d`, …) to configurations, with
 //!   parameter counts and multiply-accumulates.
 //! - [`weights`]: loading timm/safetensors checkpoints strictly and saving ours atomically.
@@ -18,10 +21,12 @@
 mod error;
 pub mod export;
 pub mod hub;
+pub mod inception;
 pub mod init;
 pub mod labels;
 pub mod layers;
 pub mod local;
+pub mod mobilenet;
 pub mod models;
 pub mod onnx;
 pub mod registry;
@@ -43,6 +48,16 @@ pub trait Classifier: Send + Sync {
 
     /// The outputs of the four stages (C2…C5 in detection terms), for the transfer heads.
     fn forward_features(&self, x: &Tensor, train: bool) -> candle_core::Result<Vec<Tensor>>;
+
+    /// Logits and, for a network built with an auxiliary classifier (Inception-V3's
+    /// `AuxLogits`), its logits too: what training adds to the loss.
+    fn forward_with_aux(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        Ok((self.forward_t(x, train)?, None))
+    }
 
     /// Global pooling and the classifier, on the last stage's output.
     fn forward_head(&self, last: &Tensor) -> candle_core::Result<Tensor>;

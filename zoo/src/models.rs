@@ -3,9 +3,11 @@
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
+use crate::inception::{InceptionConfig, InceptionV3};
 use crate::init::WeightInit;
 use crate::layers::is_buffer;
-use crate::resnet::{BlockKind, ResNet, ResNetConfig, ResNetVariant};
+use crate::mobilenet::{MobileNetConfig, MobileNetV1};
+use crate::resnet::{BlockKind, ResNet, ResNetConfig, ResNetVariant, StemKind};
 use crate::{Classifier, Result, ZooError};
 
 /// ResNet depths of the paper.
@@ -36,12 +38,26 @@ pub struct ModelSpec {
     pub input_size: (usize, usize, usize),
 }
 
-/// The architecture families of the zoo.
+/// The architecture families of the zoo: the paper's three networks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arch {
     /// A ResNet of the paper's family.
     ResNet(ResNetConfig),
+    /// MobileNet v1 at some width.
+    MobileNet(MobileNetConfig),
+    /// Inception-V3.
+    Inception(InceptionConfig),
 }
+
+/// MobileNet v1 widths: timm's `mobilenetv1_100` and `_125`, and the narrower ones as timm's
+/// `channel_multiplier` builds them.
+const MOBILENET_WIDTHS: [(&str, f64); 5] = [
+    ("025", 0.25),
+    ("050", 0.5),
+    ("075", 0.75),
+    ("100", 1.0),
+    ("125", 1.25),
+];
 
 impl ModelSpec {
     /// Every model of the zoo. For ResNet-18/34 the original and ResNet-B coincide (their
@@ -73,14 +89,94 @@ impl ModelSpec {
             arch: Arch::ResNet(tiny),
             input_size: (3, 64, 64),
         });
+        for (suffix, width) in MOBILENET_WIDTHS {
+            specs.push(ModelSpec {
+                name: format!("mobilenetv1_{suffix}"),
+                arch: Arch::MobileNet(MobileNetConfig::new(width).expect("valid widths")),
+                input_size: (3, 224, 224),
+            });
+        }
+        specs.push(ModelSpec {
+            name: "inception_v3".into(),
+            arch: Arch::Inception(InceptionConfig::default()),
+            input_size: (3, 299, 299),
+        });
         specs
     }
 
     /// Name prefix of the classifier's tensors (replaced when fine-tuning on other classes).
     pub fn classifier_name(&self) -> &'static str {
         match self.arch {
-            Arch::ResNet(_) => "fc",
+            Arch::ResNet(_) | Arch::Inception(_) => "fc",
+            Arch::MobileNet(_) => "classifier",
         }
+    }
+
+    /// Classes of the classifier (0: pooled features).
+    pub fn num_classes(&self) -> usize {
+        match &self.arch {
+            Arch::ResNet(c) => c.num_classes,
+            Arch::MobileNet(c) => c.num_classes,
+            Arch::Inception(c) => c.num_classes,
+        }
+    }
+
+    /// Channels of the pooled features.
+    pub fn num_features(&self) -> usize {
+        match &self.arch {
+            Arch::ResNet(c) => c.num_features(),
+            Arch::MobileNet(c) => c.num_features(),
+            Arch::Inception(_) => 2048,
+        }
+    }
+
+    /// Input channels.
+    pub fn in_chans(&self) -> usize {
+        match &self.arch {
+            Arch::ResNet(c) => c.in_chans,
+            Arch::MobileNet(c) => c.in_chans,
+            Arch::Inception(c) => c.in_chans,
+        }
+    }
+
+    /// Size of the network's output: classes, or features without a classifier.
+    pub fn output_dims(&self) -> usize {
+        match self.num_classes() {
+            0 => self.num_features(),
+            n => n,
+        }
+    }
+
+    /// timm's `first_conv`: the name of the first convolution.
+    pub fn first_conv(&self) -> &'static str {
+        match &self.arch {
+            Arch::ResNet(c) if c.stem == StemKind::Plain => "conv1",
+            Arch::ResNet(_) => "conv1.0",
+            Arch::MobileNet(_) => "conv_stem",
+            Arch::Inception(_) => "Conv2d_1a_3x3.conv",
+        }
+    }
+
+    /// The same model with Inception-V3's auxiliary classifier on or off (no effect on the
+    /// other families).
+    pub fn with_aux_logits(mut self, aux: bool) -> Self {
+        if let Arch::Inception(cfg) = &mut self.arch {
+            cfg.aux_logits = aux;
+        }
+        self
+    }
+
+    /// The model shaped like the checkpoint `tensors`: the classifier's size, and whether
+    /// it carries an auxiliary classifier.
+    pub fn shaped_like(
+        self,
+        tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    ) -> Self {
+        let classes = tensors
+            .get(&format!("{}.weight", self.classifier_name()))
+            .map_or(0, |t| t.dims()[0]);
+        let aux = tensors.contains_key("AuxLogits.fc.weight");
+        self.with_num_classes(classes).with_aux_logits(aux)
     }
 
     /// The model called `name`, or an error listing the known names.
@@ -98,14 +194,17 @@ impl ModelSpec {
     pub fn with_num_classes(mut self, num_classes: usize) -> Self {
         match &mut self.arch {
             Arch::ResNet(cfg) => cfg.num_classes = num_classes,
+            Arch::MobileNet(cfg) => cfg.num_classes = num_classes,
+            Arch::Inception(cfg) => cfg.num_classes = num_classes,
         }
         self
     }
 
-    /// The same model with zero-γ initialisation (Section 3.1) switched on or off.
+    /// The same model with zero-γ initialisation (Section 3.1) switched on or off. Zero-γ
+    /// concerns residual blocks: MobileNet v1 and Inception-V3 have none, and are unchanged.
     pub fn with_zero_gamma(mut self, zero_gamma: bool) -> Self {
-        match &mut self.arch {
-            Arch::ResNet(cfg) => cfg.zero_gamma = zero_gamma,
+        if let Arch::ResNet(cfg) = &mut self.arch {
+            cfg.zero_gamma = zero_gamma;
         }
         self
     }
@@ -123,6 +222,8 @@ impl ModelSpec {
     pub fn build(&self, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
         match &self.arch {
             Arch::ResNet(cfg) => Ok(Box::new(ResNet::new(cfg, vb)?)),
+            Arch::MobileNet(cfg) => Ok(Box::new(MobileNetV1::new(cfg, vb)?)),
+            Arch::Inception(cfg) => Ok(Box::new(InceptionV3::new(cfg, vb)?)),
         }
     }
 }
@@ -148,11 +249,7 @@ impl Model {
 /// classifier's size is read from the file (none in the file: pooled features).
 pub fn load_pretrained(name: &str, path: &std::path::Path) -> Result<Model> {
     let tensors = crate::weights::read_tensors(path, &Device::Cpu)?;
-    let spec = ModelSpec::find(name)?;
-    let classes = tensors
-        .get(&format!("{}.weight", spec.classifier_name()))
-        .map_or(0, |t| t.dims()[0]);
-    let spec = spec.with_num_classes(classes);
+    let spec = ModelSpec::find(name)?.shaped_like(&tensors);
     let model = create_model(&spec, &Device::Cpu, 0)?;
     crate::weights::load_tensors(&model.vars, tensors, path, &spec.name)?;
     Ok(model)

@@ -21,7 +21,7 @@ use candle_onnx::onnx::{
 use ops::Pool2dParams;
 use prost::Message;
 
-use crate::layers::{BatchNorm2d, Conv2d, Linear};
+use crate::layers::{BatchNorm2d, Conv2d, ConvBn, Linear};
 use crate::{Classifier, Result, ZooError};
 
 /// The opset the exporter writes.
@@ -102,6 +102,16 @@ impl OnnxGraph {
         Ok(name.into())
     }
 
+    fn scalar_initializer(&mut self, name: &str, value: f32) {
+        self.initializers.push(TensorProto {
+            name: name.into(),
+            dims: vec![],
+            data_type: DataType::Float as i32,
+            raw_data: value.to_le_bytes().to_vec(),
+            ..Default::default()
+        });
+    }
+
     fn int64_initializer(&mut self, name: &str, values: &[i64]) -> String {
         self.initializers.push(TensorProto {
             name: name.into(),
@@ -148,9 +158,33 @@ impl OnnxGraph {
         ))
     }
 
+    /// `bn(conv(x))`.
+    pub fn conv_bn(&mut self, unit: &ConvBn, x: &str) -> Result<String> {
+        let y = self.conv(&unit.conv, x)?;
+        self.batch_norm(&unit.bn, &y)
+    }
+
     /// ReLU.
     pub fn relu(&mut self, x: &str) -> String {
         self.node("Relu", &[x], vec![])
+    }
+
+    /// ReLU6, as `Clip(x, 0, 6)`.
+    pub fn relu6(&mut self, x: &str) -> String {
+        self.counter += 1;
+        let (lo, hi) = (
+            format!("clip_min_{}", self.counter),
+            format!("clip_max_{}", self.counter),
+        );
+        self.scalar_initializer(&lo, 0.0);
+        self.scalar_initializer(&hi, 6.0);
+        self.node("Clip", &[x, &lo, &hi], vec![])
+    }
+
+    /// Concatenation along channels.
+    pub fn concat(&mut self, xs: &[String]) -> String {
+        let inputs: Vec<&str> = xs.iter().map(String::as_str).collect();
+        self.node("Concat", &inputs, vec![int("axis", 1)])
     }
 
     /// Elementwise sum.
@@ -297,7 +331,7 @@ pub fn read(path: &Path) -> Result<ModelProto> {
         return Err(bad("ONNX graph without nodes, inputs or outputs".into()));
     }
     for t in &graph.initializer {
-        let count: i64 = t.dims.iter().product();
+        let count: i64 = t.dims.iter().product::<i64>().max(1);
         if t.data_type == DataType::Float as i32 && t.raw_data.len() as i64 != 4 * count {
             return Err(bad(format!(
                 "initializer `{}` holds {} bytes for shape {:?}",

@@ -198,12 +198,6 @@ fn conv_bn(
     })
 }
 
-/// `bn(conv(x))` in the ONNX graph.
-fn conv_bn_onnx(g: &mut OnnxGraph, unit: &ConvBn, x: &str) -> crate::Result<String> {
-    let y = g.conv(&unit.conv, x)?;
-    g.batch_norm(&unit.bn, &y)
-}
-
 /// The stem: plain 7×7 or deep 3×3×3, then batch norm, ReLU and the 3×3/2 max-pool.
 #[derive(Debug, Clone)]
 struct Stem {
@@ -274,7 +268,7 @@ impl Stem {
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
         let mut x = x.to_string();
         for unit in self.deep.iter().chain([&self.last]) {
-            let y = conv_bn_onnx(g, unit, &x)?;
+            let y = g.conv_bn(unit, &x)?;
             x = g.relu(&y);
         }
         Ok(g.max_pool(&x, Self::max_pool()))
@@ -356,7 +350,7 @@ impl Shortcut {
             Some(pool) => pool.to_onnx(g, x),
             None => x.to_string(),
         };
-        conv_bn_onnx(g, &self.unit, &pooled)
+        g.conv_bn(&self.unit, &pooled)
     }
 
     fn macs(&self, h: usize, w: usize) -> u64 {
@@ -460,7 +454,7 @@ impl Block {
         let last = self.path_a.len() - 1;
         let mut y = x.to_string();
         for (i, unit) in self.path_a.iter().enumerate() {
-            y = conv_bn_onnx(g, unit, &y)?;
+            y = g.conv_bn(unit, &y)?;
             if i < last {
                 y = g.relu(&y);
             }
