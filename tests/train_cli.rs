@@ -464,3 +464,100 @@ fn demo_quick_writes_the_report() {
         assert_eq!((img.width(), img.height()), (640, 400));
     }
 }
+
+#[test]
+fn mobilenet_and_inception_train_with_every_recipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        s(&data),
+        "--classes",
+        "2",
+        "--train-per-class",
+        "8",
+        "--val-per-class",
+        "2",
+        "--size",
+        "40",
+    ]);
+    let run = |model: &str, recipe: &str, size: &str, extra: &[&str]| {
+        let out = tmp.path().join(format!("{model}-{recipe}"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tricks"));
+        cmd.args([
+            "train",
+            "--recipe",
+            recipe,
+            "--model",
+            model,
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+        ])
+        .args([
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0.5",
+            "--batch-size",
+            "8",
+            "--size",
+            size,
+            "--workers",
+            "2",
+        ])
+        .args(extra);
+        let result = cmd.output().unwrap();
+        assert!(
+            result.status.success(),
+            "{model} {recipe}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        let w = weights(&out.join("model.safetensors"));
+        assert!(w.values().all(|t| t
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| v.is_finite())));
+        w
+    };
+    for recipe in ["baseline", "efficient", "tricks"] {
+        let w = run("mobilenetv1_025", recipe, "32", &[]);
+        assert_eq!(w["classifier.weight"].dims(), [2, 256]);
+    }
+    let w = run("inception_v3", "tricks", "107", &[]);
+    assert_eq!(w["fc.weight"].dims(), [2, 2048]);
+    assert!(!w.contains_key("AuxLogits.fc.weight"));
+    // With its auxiliary classifier trained alongside (loss weight 0.4), which needs the
+    // full 299x299 input: a clear error below it, one step on it.
+    let out = tmp.path().join("aux-small");
+    let small = Command::new(env!("CARGO_BIN_EXE_tricks"))
+        .args([
+            "train",
+            "--model",
+            "inception_v3",
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+            "--aux-logits",
+            "true",
+        ])
+        .args(["--epochs", "1", "--batch-size", "8", "--size", "107"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&small.stderr);
+    assert!(
+        !small.status.success() && err.contains("299x299") && !err.contains("panicked"),
+        "{err}"
+    );
+    let w = run("inception_v3", "baseline", "299", &["--aux-logits", "true"]);
+    assert_eq!(w["AuxLogits.fc.weight"].dims(), [2, 768]);
+}

@@ -49,6 +49,9 @@ pub struct Overrides {
     /// Zero-γ on or off.
     #[arg(long)]
     pub zero_gamma: Option<bool>,
+    /// Inception-V3's auxiliary classifier (loss weight 0.4) on or off.
+    #[arg(long)]
+    pub aux_logits: Option<bool>,
     /// Convolution initialisation: `xavier` (Section 2.1) or `kaiming`.
     #[arg(long, value_parser = ["xavier", "kaiming"])]
     pub weight_init: Option<String>,
@@ -110,6 +113,7 @@ impl Overrides {
             weight_decay,
             no_bias_decay,
             zero_gamma,
+            aux_logits,
             label_smoothing,
             mixup_alpha,
             distill_temperature,

@@ -60,6 +60,9 @@ pub struct Recipe {
     pub no_bias_decay: bool,
     /// Zero-γ (Section 3.1).
     pub zero_gamma: bool,
+    /// Inception-V3's auxiliary classifier, its loss added with weight 0.4 (no effect on
+    /// the other networks).
+    pub aux_logits: bool,
     /// Initialisation of convolution weights: `xavier` (Section 2.1) or `kaiming`.
     pub weight_init: zoo::init::WeightInit,
     /// Label smoothing ε (Section 5.2: 0.1); 0 is off.
@@ -97,6 +100,7 @@ impl Default for Recipe {
             weight_decay: 1e-4,
             no_bias_decay: false,
             zero_gamma: false,
+            aux_logits: false,
             weight_init: zoo::init::WeightInit::Xavier,
             label_smoothing: 0.0,
             mixup_alpha: 0.0,

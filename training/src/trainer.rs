@@ -266,7 +266,8 @@ impl Trainer {
 
         let model_spec = ModelSpec::find(&spec.model)?
             .with_num_classes(classes.len())
-            .with_zero_gamma(r.zero_gamma);
+            .with_zero_gamma(r.zero_gamma)
+            .with_aux_logits(r.aux_logits);
         let model = create_model_with(&model_spec, &Device::Cpu, r.seed, r.weight_init)?;
         if let Some(init) = &spec.init {
             zoo::weights::load_for_finetuning(
@@ -392,11 +393,8 @@ impl Trainer {
                 let lambda = beta.sample(&mut ChaCha8Rng::seed_from_u64(seed));
                 (x, targets) = mixup(&x, &targets, lambda)?;
             }
-            let logits = self
-                .model
-                .net
-                .forward_t(&x.to_dtype(dtype)?, true)?
-                .to_dtype(DType::F32)?;
+            let (logits, aux) = self.model.net.forward_with_aux(&x.to_dtype(dtype)?, true)?;
+            let logits = logits.to_dtype(DType::F32)?;
             let loss = match &self.teacher {
                 // The teacher sees the same (mixed) images (Section 5.4).
                 Some(t) => distillation_loss(
@@ -406,6 +404,14 @@ impl Trainer {
                     r.distill_temperature,
                 )?,
                 None => soft_cross_entropy(&logits, &targets)?,
+            };
+            // Inception-V3's auxiliary classifier learns the same targets, weighted 0.4.
+            let loss = match aux {
+                Some(aux) => {
+                    let aux_loss = soft_cross_entropy(&aux.to_dtype(DType::F32)?, &targets)?;
+                    (loss + (aux_loss * zoo::inception::AUX_LOSS_WEIGHT)?)?
+                }
+                None => loss,
             };
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() && r.precision != Precision::F16 {

@@ -550,7 +550,15 @@ impl InceptionV3 {
         }
         features.push(x.clone());
         let aux = match (&self.aux, want_aux) {
-            (Some(aux), true) => Some(aux.forward_t(&x, train)?),
+            (Some(aux), true) => {
+                let (_, _, h, w) = x.dims4()?;
+                if h < 17 || w < 17 {
+                    candle_core::bail!(
+                        "Inception-V3's auxiliary classifier needs Mixed_6e outputs of at least 17x17 (inputs of at least 299x299), got {h}x{w}"
+                    );
+                }
+                Some(aux.forward_t(&x, train)?)
+            }
             _ => None,
         };
         for m in &self.post_aux {

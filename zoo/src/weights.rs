@@ -117,8 +117,33 @@ pub fn load_for_finetuning(
             }
         }
     }
+    align_aux_classifier(vars, &mut tensors)?;
     load_tensors(vars, tensors, path, model)?;
     Ok(replace)
+}
+
+/// Inception-V3's auxiliary classifier (`AuxLogits.*`) is optional on both sides of a
+/// fine-tuning load: the file's is dropped when the model has none; the model keeps its own
+/// (fresh) one when the file has none or its classes differ.
+fn align_aux_classifier(vars: &VarMap, tensors: &mut HashMap<String, Tensor>) -> Result<()> {
+    const AUX: &str = "AuxLogits.";
+    let vars = vars.data().lock().expect("varmap lock poisoned");
+    let ours: Vec<(&String, &candle_core::Var)> =
+        vars.iter().filter(|(k, _)| k.starts_with(AUX)).collect();
+    if ours.is_empty() {
+        tensors.retain(|k, _| !k.starts_with(AUX));
+        return Ok(());
+    }
+    for (name, var) in ours {
+        let keep_ours = match tensors.get(name.as_str()) {
+            None => true,
+            Some(t) => name.starts_with("AuxLogits.fc.") && t.dims() != var.dims(),
+        };
+        if keep_ours {
+            tensors.insert(name.clone(), var.as_tensor().copy()?);
+        }
+    }
+    Ok(())
 }
 
 /// Writes `tensors` to `path` atomically: a temporary file in the same directory, flushed to
