@@ -230,3 +230,25 @@ fn inception_v3_loads_with_and_without_the_auxiliary_classifier() {
     assert!(aux.is_none());
     assert_eq!(logits.dims(), [1, NUM_CLASSES]);
 }
+
+#[test]
+fn full_size_models_have_timm_names_and_shapes() {
+    let text = std::fs::read_to_string(fixtures().join("mobilenet_inception_names.json")).unwrap();
+    let timm: HashMap<String, std::collections::BTreeMap<String, Vec<usize>>> =
+        serde_json::from_str(&text).unwrap();
+    for (name, expected) in &timm {
+        let spec = ModelSpec::find(name).unwrap().with_aux_logits(true);
+        let vars = VarMap::new();
+        spec.build(VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu))
+            .unwrap();
+        let ours: std::collections::BTreeMap<String, Vec<usize>> = vars
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+            .collect();
+        assert_eq!(&ours, expected, "{name}");
+    }
+    assert_eq!(timm.len(), 6);
+}

@@ -102,14 +102,14 @@ fn metric(e: &Entry, key: &str) -> String {
 
 fn list(args: &ZooArgs) -> Result<()> {
     println!(
-        "{:<28} {:<8} {:<16} {:<12} {:>6} {:>6}  {:<8} {:<7}",
+        "{:<36} {:<8} {:<16} {:<12} {:>6} {:>6}  {:<8} {:<7}",
         "name", "version", "architecture", "dataset", "top1", "top5", "registry", "sha256"
     );
     for (origin, registry) in registries(&args.local())? {
         for e in &registry.models {
             let pinned = e.files.iter().all(|f| f.sha256.is_some());
             println!(
-                "{:<28} {:<8} {:<16} {:<12} {:>6} {:>6}  {:<8} {:<7}",
+                "{:<36} {:<8} {:<16} {:<12} {:>6} {:>6}  {:<8} {:<7}",
                 e.name,
                 e.version.to_string(),
                 e.architecture,
