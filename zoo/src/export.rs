@@ -40,6 +40,8 @@ pub type ExportedFiles = Vec<(FileRole, String, PathBuf)>;
 pub fn timm_config(model: &Model, meta: &ExportMeta) -> serde_json::Value {
     let spec = &model.spec;
     let input = &meta.input;
+    let (ph, pw) = spec.pool_size(input.size[1], input.size[2]);
+    let pool_size = [ph, pw];
     let mut pretrained = json!({
         "input_size": input.size,
         "fixed_input_size": false,
@@ -49,7 +51,7 @@ pub fn timm_config(model: &Model, meta: &ExportMeta) -> serde_json::Value {
         "mean": input.mean,
         "std": input.std,
         "num_classes": spec.num_classes(),
-        "pool_size": [input.size[1].div_ceil(32), input.size[2].div_ceil(32)],
+        "pool_size": pool_size,
         "first_conv": spec.first_conv(),
         "classifier": spec.classifier_name(),
     });

@@ -147,6 +147,23 @@ impl ModelSpec {
         }
     }
 
+    /// Spatial size of the last feature map for an `h × w` input (timm's `pool_size`).
+    pub fn pool_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let f = |l: usize| match &self.arch {
+            // Stride-2 convolutions and pools with padding: ⌈l / 32⌉.
+            Arch::ResNet(c) => l.div_ceil(c.output_stride.min(32)),
+            Arch::MobileNet(_) => l.div_ceil(32),
+            // Unpadded 3×3 convolutions and pools: 299 → 149 → 147 → 73 → 71 → 35 → 17 → 8.
+            Arch::Inception(_) => {
+                let down = |l: usize| l.saturating_sub(3) / 2 + 1;
+                let l = down(l).saturating_sub(2); // Conv2d_1a (stride 2), Conv2d_2a
+                let l = down(l).saturating_sub(2); // Pool1, Conv2d_4a
+                down(down(down(l))) // Pool2, Mixed_6a, Mixed_7a
+            }
+        };
+        (f(h), f(w))
+    }
+
     /// timm's `first_conv`: the name of the first convolution.
     pub fn first_conv(&self) -> &'static str {
         match &self.arch {
@@ -348,6 +365,32 @@ mod tests {
         assert!(MODEL_NAMES.contains(&"resnet152s".to_string()));
         assert!(MODEL_NAMES.contains(&"resnet101_v1".to_string()));
         assert!(!MODEL_NAMES.contains(&"resnet18_v1".to_string()));
-        assert_eq!(MODEL_NAMES.len(), 5 * 5 - 2 + 1);
+        assert!(MODEL_NAMES.contains(&"mobilenetv1_025".to_string()));
+        assert!(MODEL_NAMES.contains(&"inception_v3".to_string()));
+        // 23 ResNets, resnet10d_tiny, 5 MobileNet widths, Inception-V3.
+        assert_eq!(MODEL_NAMES.len(), 5 * 5 - 2 + 1 + 5 + 1);
+    }
+}
+
+#[cfg(test)]
+mod pool_size_tests {
+    use super::*;
+
+    #[test]
+    fn pool_size_is_timms() {
+        for (name, size, expected) in [
+            ("resnet50d", 224, 7),
+            ("resnet50d", 193, 7),
+            ("mobilenetv1_100", 224, 7),
+            ("inception_v3", 299, 8),
+            ("inception_v3", 311, 8),
+            ("inception_v3", 331, 9),
+        ] {
+            assert_eq!(
+                ModelSpec::find(name).unwrap().pool_size(size, size).0,
+                expected,
+                "{name} at {size}"
+            );
+        }
     }
 }

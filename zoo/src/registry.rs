@@ -511,8 +511,15 @@ files = [{ role = "safetensors", path = "model.safetensors" }]
         let r: EntryRef = "resnet50d.gluon_in1k".parse().unwrap();
         let entry = registry.find(&r).expect("resnet50d.gluon_in1k ships");
         assert_eq!(entry.metrics["top1"], 79.078);
-        for name in ["inception_v3.tv_in1k", "inception_v3.gluon_in1k", "mobilenetv1_100.ra4_e3600_r224_in1k"] {
-            assert!(registry.find(&name.parse().unwrap()).is_some(), "{name} missing");
+        for name in [
+            "inception_v3.tv_in1k",
+            "inception_v3.gluon_in1k",
+            "mobilenetv1_100.ra4_e3600_r224_in1k",
+        ] {
+            assert!(
+                registry.find(&name.parse().unwrap()).is_some(),
+                "{name} missing"
+            );
         }
         assert_eq!(registry.models.len(), 18);
         assert_eq!(
