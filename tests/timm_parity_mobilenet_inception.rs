@@ -10,8 +10,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor, Var};
+mod support;
+
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use support::parity::{check_step, relative_error};
 use zoo::inception::AUX_LOSS_WEIGHT;
 use zoo::models::ModelSpec;
 use zoo::Classifier;
@@ -88,20 +91,6 @@ fn model(name: &str, dtype: DType) -> (Box<dyn Classifier>, VarMap) {
     (net, vars)
 }
 
-fn relative_error(ours: &Tensor, theirs: &Tensor) -> f64 {
-    assert_eq!(ours.dims(), theirs.dims());
-    let scale = theirs
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64;
-    ops::gradcheck::max_abs_diff(ours, theirs).unwrap() / scale.max(1e-12)
-}
-
 /// Everything in f64, where rounding cannot hide a bug: train-mode batch norm on batch 2 is
 /// ill-conditioned enough that f32 (ours or PyTorch's) drifts by up to 1e-2 in deep
 /// gradients and 1e-4 in the auxiliary logits (whose batch norm sees 2 values per channel).
@@ -164,32 +153,7 @@ fn check(name: &str, sizes: [(usize, usize); 2]) {
     }
     let grads = loss.backward().unwrap();
     let vars = vars.data().lock().unwrap();
-    let (mut worst_grad, mut checked) = (0f64, 0);
-    for (key, reference) in &expected {
-        if let Some(param) = key.strip_prefix("grad.") {
-            let var: &Var = &vars[param];
-            let grad = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{name}: no gradient for {param}"));
-            let err = relative_error(grad, reference);
-            assert!(
-                err <= 1e-3,
-                "{name}: gradient of {param} differs by {err:e}"
-            );
-            worst_grad = worst_grad.max(err);
-            checked += 1;
-        } else if let Some(buffer) = key.strip_prefix("after_train.") {
-            let err = relative_error(vars[buffer].as_tensor(), reference);
-            assert!(
-                err <= 1e-4,
-                "{name}: {buffer} after a training step differs by {err:e}"
-            );
-        }
-    }
-    assert!(
-        checked > 20,
-        "{name}: only {checked} gradients in the fixture"
-    );
+    let (checked, worst_grad) = check_step(name, &expected, &grads, &vars, 1e-5, 1e-6);
     eprintln!(
         "{name}: worst relative error in f64: logits {worst_logits:.1e}, gradients {worst_grad:.1e} ({checked} checked); f32 eval logits {worst_f32:.1e}"
     );

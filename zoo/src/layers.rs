@@ -24,20 +24,11 @@ impl Conv2d {
         kernel: usize,
         params: Conv2dParams,
     ) -> Result<Self> {
-        let weight = vb.get_with_hints(
-            (c_out, c_in / params.groups, kernel, kernel),
-            "weight",
-            Init::Const(0.),
-        )?;
-        Ok(Self {
-            name: vb.prefix(),
-            weight,
-            params,
-        })
+        Self::with_shape(vb, (c_out, c_in, kernel, kernel), params)
     }
 
-    /// Registers a weight of shape `(c_out, c_in / groups, kh, kw)` under `vb`: for
-    /// non-square kernels (Inception's 1×7 and 7×1).
+    /// Registers a weight of shape `(c_out, c_in / groups, kh, kw)` under `vb` for a
+    /// `(c_out, c_in, kh, kw)` convolution; non-square kernels are Inception's 1×7 and 7×1.
     pub fn with_shape(
         vb: VarBuilder,
         shape: (usize, usize, usize, usize),
