@@ -275,10 +275,7 @@ fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
     let version: Version = p.version.parse().map_err(anyhow::Error::msg)?;
     let loaded = load(&p.checkpoint, p.model.as_deref(), args)?;
     let zoo = args.local();
-    let staging = zoo
-        .root()
-        .join("staging")
-        .join(format!("{}-{}", std::process::id(), p.name));
+    let staging = staging_dir(&zoo, &format!("publish-{}", p.name))?;
     let formats = ExportFormats {
         safetensors: true,
         onnx: true,
@@ -415,7 +412,7 @@ fn push(args: &ZooArgs, entry: &str, repo: &str, private: bool) -> Result<()> {
         );
     }
     let hub = args.hub()?;
-    let staging = tempfile_dir(&zoo.root().join("staging"))?;
+    let staging = staging_dir(&zoo, &format!("push-{}", e.id()))?;
     let mut files = Vec::new();
     for f in &e.files {
         let path = fetch(&zoo, &hub, &e, f.role)?;
@@ -438,13 +435,13 @@ fn push(args: &ZooArgs, entry: &str, repo: &str, private: bool) -> Result<()> {
     Ok(())
 }
 
-/// A fresh directory under `parent`.
-fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
-    let dir = parent.join(format!(
-        "push-{}-{}",
-        std::process::id(),
-        now_rfc3339().replace(':', "")
-    ));
+/// A fresh working directory `ZOO/staging/<label>-<pid>` for files on their way into the zoo
+/// or to the Hub; the caller removes it.
+fn staging_dir(zoo: &zoo::local::LocalZoo, label: &str) -> Result<PathBuf> {
+    let dir = zoo
+        .root()
+        .join("staging")
+        .join(format!("{label}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
