@@ -25,9 +25,19 @@ pub struct Args {
     /// Timed iterations, after one untimed warm-up.
     #[arg(long, default_value_t = 3)]
     pub iters: usize,
+    /// Time the data loader instead: one epoch of this dataset's `train` split (ImageNet
+    /// layout) with the full training augmentation, at `--batch` and `--size`.
+    #[arg(long)]
+    pub loader: Option<std::path::PathBuf>,
+    /// Loader threads (with `--loader`).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(data) = &args.loader {
+        return bench_loader(data, &args);
+    }
     let spec = ModelSpec::find(&args.model)?;
     let size = args.size.unwrap_or(spec.input_size.1);
     let device = Device::Cpu;
@@ -65,6 +75,45 @@ pub fn run(args: Args) -> Result<()> {
         seconds_per_iter,
         flops_per_img * img_per_s / 1e9,
         rayon_threads(),
+    );
+    Ok(())
+}
+
+/// Images per second the loader delivers with the training augmentation (decode, random
+/// resized crop, flip, colour jitter, PCA lighting, normalisation).
+fn bench_loader(data: &std::path::Path, args: &Args) -> Result<()> {
+    use training::data::augment::AugmentConfig;
+    use training::data::{ImageFolder, Loader, LoaderConfig};
+    let classes = ImageFolder::class_names(data)?;
+    let train = ImageFolder::open(data, "train", &classes)?;
+    let size = args.size.unwrap_or(224);
+    let loader = Loader::new(
+        train.samples,
+        LoaderConfig {
+            batch_size: args.batch,
+            train: true,
+            augment: AugmentConfig {
+                size,
+                ..Default::default()
+            },
+            seed: 0,
+            workers: args.workers,
+            prefetch: 2,
+            strict: false,
+        },
+    )?;
+    let start = Instant::now();
+    let mut images = 0;
+    for batch in loader.epoch(0, 0) {
+        images += batch?.labels.len();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "loader {} at {size}x{size}, batch {}, {} workers: {images} images in {seconds:.2} s, {:.1} img/s",
+        data.display(),
+        args.batch,
+        args.workers,
+        images as f64 / seconds
     );
     Ok(())
 }

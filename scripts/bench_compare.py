@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Runs one workload in tricks, PyTorch (timm) and ONNX Runtime (our exported model) and
+prints images/s side by side with the ratios, in one run on one machine.
+
+    pip install torch==2.5.1 timm==1.0.15 onnxruntime numpy
+    cargo build --release
+    python3 scripts/bench_compare.py --model resnet50d --batch 16 --size 224 [--train]
+
+Inference compares all three; a training step (forward, cross-entropy backward, Nesterov
+SGD) compares tricks with PyTorch (ONNX Runtime does not train). A framework that is not
+installed is skipped with a note. Every framework uses all cores, its default.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+TRICKS = os.environ.get("TRICKS", os.path.join(ROOT, "target", "release", "tricks"))
+
+
+def tricks(*args):
+    out = subprocess.run([TRICKS, *args], check=True, capture_output=True, text=True)
+    return out.stdout
+
+
+def bench_tricks(a):
+    args = ["bench", "--model", a.model, "--batch", str(a.batch), "--size", str(a.size), "--iters", str(a.iters)]
+    line = tricks(*args, *(["--train"] if a.train else []))
+    return float(re.search(r"([\d.]+) img/s", line).group(1))
+
+
+def bench_pytorch(a):
+    try:
+        import timm
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    model = timm.create_model(a.model, pretrained=False)
+    images = torch.rand(a.batch, 3, a.size, a.size) * 2 - 1
+    labels = torch.arange(a.batch) % 1000
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+    def once():
+        if a.train:
+            model.train()
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        else:
+            model.eval()
+            with torch.no_grad():
+                model(images)
+
+    return a.batch / timed(once, a.iters)
+
+
+def bench_onnxruntime(a):
+    if a.train:
+        return None
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "w.safetensors")
+        tricks("init", "--model", a.model, "--out", weights)
+        tricks("export", weights, "--model", a.model, "--onnx", "--out", tmp)
+        session = ort.InferenceSession(os.path.join(tmp, "model.onnx"), providers=["CPUExecutionProvider"])
+    x = (np.random.default_rng(0).random((a.batch, 3, a.size, a.size), dtype=np.float32) * 2 - 1)
+    return a.batch / timed(lambda: session.run(None, {"input": x}), a.iters)
+
+
+def timed(fn, iters):
+    fn()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - start) / iters
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="resnet50d")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--train", action="store_true")
+    p.add_argument("--iters", type=int, default=3)
+    a = p.parse_args()
+    kind = "training step" if a.train else "inference"
+    results = {"tricks": bench_tricks(a), "pytorch": bench_pytorch(a), "onnxruntime": bench_onnxruntime(a)}
+    print(f"{a.model} {kind}, batch {a.batch} at {a.size}x{a.size}, {os.cpu_count()} cores")
+    ours = results["tricks"]
+    for name, ips in results.items():
+        if ips is None:
+            print(f"  {name:<12} -")
+            continue
+        ratio = "" if name == "tricks" else f"  tricks/{name} = {ours / ips:.2f}x"
+        print(f"  {name:<12} {ips:8.2f} img/s{ratio}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
