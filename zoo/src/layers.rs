@@ -177,6 +177,36 @@ impl BatchNorm2d {
         self.eps
     }
 
+    /// Whether `forward_t(_, train)` normalises with the batch's statistics (training and not
+    /// frozen) rather than the running ones.
+    pub fn uses_batch_stats(&self, train: bool) -> bool {
+        train && !self.frozen
+    }
+
+    /// The per-channel `(scale, shift)` of inference: `y = x · scale + shift` with
+    /// `scale = γ / √(running_var + ε)` and `shift = β − running_mean · scale`, computed in
+    /// f32 (f64 for f64) and returned in `dtype`. Frozen, γ and β get no gradient.
+    pub fn inference_affine(&self, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let stat = if dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let (weight, bias) = if self.frozen {
+            (self.weight.detach(), self.bias.detach())
+        } else {
+            (self.weight.clone(), self.bias.clone())
+        };
+        let inv_std = (self.running_var.to_dtype(stat)? + self.eps)?
+            .sqrt()?
+            .recip()?;
+        let scale = weight.to_dtype(stat)?.mul(&inv_std)?;
+        let shift = bias
+            .to_dtype(stat)?
+            .sub(&self.running_mean.to_dtype(stat)?.mul(&scale)?)?;
+        Ok((scale.to_dtype(dtype)?, shift.to_dtype(dtype)?))
+    }
+
     fn per_channel(t: &Tensor) -> Result<Tensor> {
         t.reshape((1, (), 1, 1))
     }
@@ -191,22 +221,11 @@ impl BatchNorm2d {
         } else {
             DType::F32
         };
-        if !train || self.frozen {
-            let (weight, bias) = if self.frozen {
-                (self.weight.detach(), self.bias.detach())
-            } else {
-                (self.weight.clone(), self.bias.clone())
-            };
-            let inv_std = (self.running_var.to_dtype(stat)? + self.eps)?
-                .sqrt()?
-                .recip()?;
-            let scale = weight.to_dtype(stat)?.mul(&inv_std)?;
-            let shift = bias
-                .to_dtype(stat)?
-                .sub(&self.running_mean.to_dtype(stat)?.mul(&scale)?)?;
-            let scale = Self::per_channel(&scale.to_dtype(dtype)?)?;
-            let shift = Self::per_channel(&shift.to_dtype(dtype)?)?;
-            return x.broadcast_mul(&scale)?.broadcast_add(&shift);
+        if !self.uses_batch_stats(train) {
+            let (scale, shift) = self.inference_affine(dtype)?;
+            return x
+                .broadcast_mul(&Self::per_channel(&scale)?)?
+                .broadcast_add(&Self::per_channel(&shift)?);
         }
         let (n, _, h, w) = x.dims4()?;
         let (y, mean, var) = ops::batch_norm_train(
@@ -250,9 +269,20 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    /// `bn(conv(x))`.
+    /// `bn(conv(x))`. With running statistics (inference, or frozen batch norm) the batch
+    /// norm is folded into the convolution: its scale multiplies the weight (C_out·C_in·k·k
+    /// values instead of every activation) and its shift is one pass over the output.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        if self.bn.uses_batch_stats(train) {
+            return self.bn.forward_t(&self.conv.forward(x)?, train);
+        }
+        let (scale, shift) = self.bn.inference_affine(x.dtype())?;
+        let weight = self
+            .conv
+            .weight()
+            .to_dtype(x.dtype())?
+            .broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
+        ops::conv2d(x, &weight, self.conv.params())?.broadcast_add(&shift.reshape((1, (), 1, 1))?)
     }
 
     /// Output size and multiply-accumulates for one `h × w` input, counting batch norm as
@@ -407,5 +437,46 @@ mod tests {
         assert!(is_buffer("layer1.0.bn1.running_var"));
         assert!(is_buffer("bn1.num_batches_tracked"));
         assert!(!is_buffer("layer1.0.bn1.weight"));
+    }
+
+    #[test]
+    fn folded_conv_bn_equals_conv_then_bn() -> Result<()> {
+        // Inference and frozen batch norm fold into the convolution: same output, and the
+        // same gradient for the convolution's weight.
+        for frozen in [false, true] {
+            let vars = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vars, DType::F64, &Device::Cpu);
+            let cfg = BatchNormConfig {
+                frozen,
+                ..Default::default()
+            };
+            let params = Conv2dParams {
+                stride: 2,
+                padding: 1,
+                ..Default::default()
+            };
+            let unit = ConvBn {
+                conv: Conv2d::new(vb.pp("conv"), 3, 4, 3, params)?,
+                bn: BatchNorm2d::new(vb.pp("bn"), 4, 1.0, cfg)?,
+            };
+            for (name, var) in vars.data().lock().unwrap().iter() {
+                if !name.ends_with("num_batches_tracked") {
+                    let seed = name.len() as u64;
+                    let values =
+                        (uniform(var.dims(), seed, &Device::Cpu)?.to_dtype(DType::F64)? + 1.5)?;
+                    var.set(&values)?;
+                }
+            }
+            let x = uniform(&[2, 3, 9, 7], 9, &Device::Cpu)?.to_dtype(DType::F64)?;
+            let train = frozen; // frozen: a training step that keeps the running statistics
+            let folded = unit.forward_t(&x, train)?;
+            let plain = unit.bn.forward_t(&unit.conv.forward(&x)?, train)?;
+            ops::gradcheck::assert_close(&folded, &plain, 1e-12);
+            let w = unit.conv.weight();
+            let g_folded = folded.sqr()?.sum_all()?.backward()?;
+            let g_plain = plain.sqr()?.sum_all()?.backward()?;
+            ops::gradcheck::assert_close(g_folded.get(w).unwrap(), g_plain.get(w).unwrap(), 1e-12);
+        }
+        Ok(())
     }
 }
