@@ -35,29 +35,11 @@ def bench_tricks(a):
 
 def bench_pytorch(a):
     try:
-        import timm
-        import torch
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from bench_pytorch import seconds_per_iter
     except ImportError:
         return None
-    torch.manual_seed(0)
-    model = timm.create_model(a.model, pretrained=False)
-    images = torch.rand(a.batch, 3, a.size, a.size) * 2 - 1
-    labels = torch.arange(a.batch) % 1000
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
-
-    def once():
-        if a.train:
-            model.train()
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        else:
-            model.eval()
-            with torch.no_grad():
-                model(images)
-
-    return a.batch / timed(once, a.iters)
+    return a.batch / seconds_per_iter(a.model, a.batch, a.size, a.train, a.iters)
 
 
 def bench_onnxruntime(a):

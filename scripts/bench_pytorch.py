@@ -5,6 +5,7 @@
     python3 scripts/bench_pytorch.py --model resnet50d --batch 2 --size 224 --train
 
 Prints the same line format as `tricks bench`. Uses every core (torch's default), like ours.
+`seconds_per_iter` is also what scripts/bench_compare.py times.
 """
 import argparse
 import time
@@ -13,23 +14,17 @@ import timm
 import torch
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="resnet50d")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--train", action="store_true")
-    p.add_argument("--iters", type=int, default=3)
-    a = p.parse_args()
-
+def seconds_per_iter(model_name, batch, size, train, iters):
+    """Seconds per inference (no grad) or training step (forward, cross-entropy backward,
+    Nesterov SGD with weight decay), after one untimed warm-up."""
     torch.manual_seed(0)
-    model = timm.create_model(a.model, pretrained=False)
-    images = torch.rand(a.batch, 3, a.size, a.size) * 2 - 1
-    labels = torch.arange(a.batch) % 1000
+    model = timm.create_model(model_name, pretrained=False)
+    images = torch.rand(batch, 3, size, size) * 2 - 1
+    labels = torch.arange(batch) % 1000
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
 
     def once():
-        if a.train:
+        if train:
             model.train()
             loss = torch.nn.functional.cross_entropy(model(images), labels)
             opt.zero_grad()
@@ -42,9 +37,20 @@ def main():
 
     once()
     start = time.perf_counter()
-    for _ in range(a.iters):
+    for _ in range(iters):
         once()
-    per_iter = (time.perf_counter() - start) / a.iters
+    return (time.perf_counter() - start) / iters
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="resnet50d")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--train", action="store_true")
+    p.add_argument("--iters", type=int, default=3)
+    a = p.parse_args()
+    per_iter = seconds_per_iter(a.model, a.batch, a.size, a.train, a.iters)
     kind = "training step" if a.train else "inference"
     print(f"pytorch {torch.__version__} {a.model} {kind} batch {a.batch} at {a.size}x{a.size}: "
           f"{per_iter:.3f} s/iter, {a.batch / per_iter:.2f} img/s ({torch.get_num_threads()} threads)")
