@@ -10,13 +10,14 @@ Inference compares all three; a training step (forward, cross-entropy backward, 
 SGD) compares tricks with PyTorch (ONNX Runtime does not train). A framework that is not
 installed is skipped with a note. Every framework uses all cores, its default.
 """
-import argparse
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_pytorch import seconds_per_iter, timed, workload_args  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TRICKS = os.environ.get("TRICKS", os.path.join(ROOT, "target", "release", "tricks"))
@@ -35,8 +36,8 @@ def bench_tricks(a):
 
 def bench_pytorch(a):
     try:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from bench_pytorch import seconds_per_iter
+        import timm  # noqa: F401
+        import torch  # noqa: F401
     except ImportError:
         return None
     return a.batch / seconds_per_iter(a.model, a.batch, a.size, a.train, a.iters)
@@ -59,22 +60,8 @@ def bench_onnxruntime(a):
     return a.batch / timed(lambda: session.run(None, {"input": x}), a.iters)
 
 
-def timed(fn, iters):
-    fn()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - start) / iters
-
-
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="resnet50d")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--train", action="store_true")
-    p.add_argument("--iters", type=int, default=3)
-    a = p.parse_args()
+    a = workload_args()
     kind = "training step" if a.train else "inference"
     results = {"tricks": bench_tricks(a), "pytorch": bench_pytorch(a), "onnxruntime": bench_onnxruntime(a)}
     print(f"{a.model} {kind}, batch {a.batch} at {a.size}x{a.size}, {os.cpu_count()} cores")

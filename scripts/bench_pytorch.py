@@ -5,18 +5,39 @@
     python3 scripts/bench_pytorch.py --model resnet50d --batch 2 --size 224 --train
 
 Prints the same line format as `tricks bench`. Uses every core (torch's default), like ours.
-`seconds_per_iter` is also what scripts/bench_compare.py times.
+`seconds_per_iter`, `timed` and `workload_args` are shared with scripts/bench_compare.py,
+which imports this module without needing torch.
 """
 import argparse
 import time
 
-import timm
-import torch
+
+def workload_args():
+    """The command line of a benchmark workload: model, batch, size, inference or training."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="resnet50d")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--train", action="store_true")
+    p.add_argument("--iters", type=int, default=3)
+    return p.parse_args()
+
+
+def timed(fn, iters):
+    """Seconds per call of `fn`, after one untimed warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - start) / iters
 
 
 def seconds_per_iter(model_name, batch, size, train, iters):
     """Seconds per inference (no grad) or training step (forward, cross-entropy backward,
     Nesterov SGD with weight decay), after one untimed warm-up."""
+    import timm
+    import torch
+
     torch.manual_seed(0)
     model = timm.create_model(model_name, pretrained=False)
     images = torch.rand(batch, 3, size, size) * 2 - 1
@@ -35,21 +56,13 @@ def seconds_per_iter(model_name, batch, size, train, iters):
             with torch.no_grad():
                 model(images)
 
-    once()
-    start = time.perf_counter()
-    for _ in range(iters):
-        once()
-    return (time.perf_counter() - start) / iters
+    return timed(once, iters)
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="resnet50d")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--train", action="store_true")
-    p.add_argument("--iters", type=int, default=3)
-    a = p.parse_args()
+    import torch
+
+    a = workload_args()
     per_iter = seconds_per_iter(a.model, a.batch, a.size, a.train, a.iters)
     kind = "training step" if a.train else "inference"
     print(f"pytorch {torch.__version__} {a.model} {kind} batch {a.batch} at {a.size}x{a.size}: "
