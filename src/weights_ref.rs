@@ -38,6 +38,29 @@ impl ZooArgs {
     }
 }
 
+/// The weights a command runs: the reference, the architecture of a bare file, the zoo.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WeightsArgs {
+    /// Weights: a safetensors file in timm's names (the classifier's size is read from the
+    /// file; a file without one runs the model without its classifier), a run directory,
+    /// `zoo:NAME[@VERSION]` or `hf:OWNER/REPO[@REV]`.
+    #[arg(long)]
+    pub weights: String,
+    /// Architecture, as listed by `tricks models` (needed for a bare safetensors file
+    /// without a timm `config.json` beside it).
+    #[arg(long)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub zoo: ZooArgs,
+}
+
+impl WeightsArgs {
+    /// The model with its weights and what is known about them.
+    pub fn load(&self) -> Result<Loaded> {
+        load(&self.weights, self.model.as_deref(), &self.zoo)
+    }
+}
+
 /// Which registry an entry was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {

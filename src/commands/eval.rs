@@ -9,17 +9,12 @@ use training::data::augment::AugmentConfig;
 use training::data::{ImageFolder, Loader, LoaderConfig};
 use training::trainer::evaluate;
 
-use crate::weights_ref::{load, ZooArgs};
+use crate::weights_ref::WeightsArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Architecture, as listed by `tricks models` (needed for a bare safetensors file).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Weights: a safetensors file, a run directory, `zoo:NAME[@VERSION]` or
-    /// `hf:OWNER/REPO[@REV]`.
-    #[arg(long)]
-    pub weights: String,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Dataset root in the ImageNet layout; its `val` split is evaluated.
     #[arg(long)]
     pub data: PathBuf,
@@ -32,12 +27,10 @@ pub struct Args {
     /// Stop at the first unreadable image instead of skipping it.
     #[arg(long)]
     pub strict: bool,
-    #[command(flatten)]
-    pub zoo: ZooArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = load(&args.weights, args.model.as_deref(), &args.zoo)?.model;
+    let model = args.weights.load()?.model;
     let classes = ImageFolder::class_names(&args.data)?;
     let val = ImageFolder::open(&args.data, "val", &classes)?;
     let out = model
@@ -50,7 +43,7 @@ pub fn run(args: Args) -> Result<()> {
     if out != classes.len() {
         bail!(
             "{} has {out} classes, the data {}",
-            args.weights,
+            args.weights.weights,
             classes.len()
         );
     }

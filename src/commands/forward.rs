@@ -8,18 +8,12 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use zoo::models::ModelSpec;
 
-use crate::weights_ref::{load, ZooArgs};
+use crate::weights_ref::WeightsArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Architecture, as listed by `tricks models` (needed for a bare safetensors file).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Weights: a safetensors file in timm's names (the classifier's size is read from
-    /// `fc.weight`; a file without `fc` runs the model without its classifier), a run
-    /// directory, `zoo:NAME[@VERSION]` or `hf:OWNER/REPO[@REV]`.
-    #[arg(long)]
-    pub weights: String,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Safetensors file with an f32 tensor `input` of shape (N, 3, H, W).
     #[arg(long)]
     pub input: PathBuf,
@@ -32,8 +26,6 @@ pub struct Args {
     /// Also write the outputs of the four stages.
     #[arg(long)]
     pub features: bool,
-    #[command(flatten)]
-    pub zoo: ZooArgs,
 }
 
 /// The `input` tensor of the file at `path`, checked to be an f32 image batch.
@@ -71,11 +63,11 @@ fn read_input(path: &PathBuf) -> Result<Tensor> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(name) = &args.model {
+    if let Some(name) = &args.weights.model {
         ModelSpec::find(name)?;
     }
     let input = read_input(&args.input)?;
-    let model = load(&args.weights, args.model.as_deref(), &args.zoo)?.model;
+    let model = args.weights.load()?.model;
     let spec = &model.spec;
     let (_, c, _, _) = input.dims4()?;
     if c != spec.input_size.0 {

@@ -7,32 +7,28 @@ use anyhow::{bail, Result};
 use candle_core::{Device, Tensor, D};
 use training::data::pretrained::preprocess;
 
-use crate::weights_ref::{load, ZooArgs};
+use crate::weights_ref::WeightsArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `zoo:NAME[@VERSION]`, `hf:OWNER/REPO[@REV]`, a run directory, or a safetensors file
-    /// (with --model).
-    #[arg(long)]
-    pub weights: String,
-    /// Architecture of a bare safetensors file.
-    #[arg(long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
     /// Images (JPEG or PNG).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    #[command(flatten)]
-    pub zoo: ZooArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let loaded = load(&args.weights, args.model.as_deref(), &args.zoo)?;
+    let loaded = args.weights.load()?;
     let classes = loaded.model.spec.num_classes();
     if classes == 0 {
-        bail!("{} has no classifier: nothing to predict", args.weights);
+        bail!(
+            "{} has no classifier: nothing to predict",
+            args.weights.weights
+        );
     }
     let names: Vec<String> = match &loaded.meta.labels {
         Some(labels) if labels.len() == classes => labels.clone(),
