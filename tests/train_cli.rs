@@ -31,27 +31,34 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Generates the shapes dataset at 40×40 into `out`: `classes` classes of `train` and `val`
+/// images each.
+fn synth(out: &Path, classes: usize, train: usize, val: usize, seed: u64) {
+    let n = |v: usize| v.to_string();
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        s(out),
+        "--classes",
+        &n(classes),
+        "--train-per-class",
+        &n(train),
+        "--val-per-class",
+        &n(val),
+        "--size",
+        "40",
+        "--seed",
+        &seed.to_string(),
+    ]);
+}
+
 /// A small generated dataset (3 classes of 40×40 images) shared by the tests.
 fn dataset() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        ok(&[
-            "data",
-            "synth",
-            "--out",
-            s(dir.path()),
-            "--classes",
-            "3",
-            "--train-per-class",
-            "32",
-            "--val-per-class",
-            "6",
-            "--size",
-            "40",
-            "--seed",
-            "3",
-        ]);
+        synth(dir.path(), 3, 32, 6, 3);
         dir
     })
     .path()
@@ -259,20 +266,7 @@ fn eval_and_finetuning_from_a_run() {
 
     // Fine-tune on a 4-class dataset: the 3-class classifier is replaced, the rest loads.
     let four = tmp.path().join("four");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&four),
-        "--classes",
-        "4",
-        "--train-per-class",
-        "8",
-        "--val-per-class",
-        "2",
-        "--size",
-        "40",
-    ]);
+    synth(&four, 4, 8, 2, 0);
     // The run predicts with its own class names, and keeps them through the zoo.
     let image = dataset()
         .join("val/circle")
@@ -370,20 +364,7 @@ fn eval_and_finetuning_from_a_run() {
 fn unreadable_images_are_skipped_or_stop_a_strict_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&data),
-        "--classes",
-        "2",
-        "--train-per-class",
-        "12",
-        "--val-per-class",
-        "2",
-        "--size",
-        "40",
-    ]);
+    synth(&data, 2, 12, 2, 0);
     let bad: PathBuf = data.join("train/square/00003.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\n truncated").unwrap();
     let run = |strict: bool, out: &str| {
@@ -469,20 +450,7 @@ fn demo_quick_writes_the_report() {
 fn mobilenet_and_inception_train_with_every_recipe() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&data),
-        "--classes",
-        "2",
-        "--train-per-class",
-        "8",
-        "--val-per-class",
-        "2",
-        "--size",
-        "40",
-    ]);
+    synth(&data, 2, 8, 2, 0);
     let run = |model: &str, recipe: &str, size: &str, extra: &[&str]| {
         let out = tmp.path().join(format!("{model}-{recipe}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tricks"));
