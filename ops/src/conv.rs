@@ -1,8 +1,10 @@
-//! 2-D convolution with an exact gradient for any input size, as im2col + matmul.
+//! 2-D convolution with an exact gradient for any input size: the public entry point, which
+//! picks the kernel for the device, dtype and grouping.
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::im2col::{Im2Col, Window};
+use crate::conv_gemm::{ConvGemm, ConvGeometry};
+use crate::im2col::Window;
 use crate::shape::pool_output_size;
 
 /// Hyper-parameters of a 2-D convolution: the same on both spatial axes, except that the
@@ -65,24 +67,30 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Convolution of `x: (N, C_in, H, W)` with `weight: (C_out, C_in / groups, kh, kw)`, without
 /// bias (every convolution of the paper's networks is followed by batch norm).
 ///
-/// The batch is unfolded by im2col into one matrix (whose backward is col2im, exact
-/// whatever the parities of H and W) and multiplied by the weight with Candle's matmul, so
-/// both gradients come from Candle's autograd as single large matmuls. The input gradient
-/// is only built when the input needs one.
-///
-/// A depthwise convolution (groups = input channels = output channels) runs on the direct
-/// kernel of [`crate::depthwise_conv2d`] instead.
+/// On the CPU it runs as per-image im2col + GEMM ([`crate::conv_gemm`]), whose gradients
+/// are exact for any input size (Candle's own `conv2d` backward assumes H and W share
+/// parity) and skip the input gradient when the input needs none. bf16 is computed in f32
+/// and rounded back (the `gemm` crate has no bf16 kernel). A depthwise convolution (groups =
+/// input channels = output channels) runs on the direct kernel of
+/// [`crate::depthwise_conv2d`]. On other devices it is Candle's `conv2d`.
 pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     let (_, c_in, _, _) = x.dims4()?;
     let (c_out, c_in_group, _, _) = weight.dims4()?;
+    if !x.device().is_cpu() {
+        return conv2d_candle(x, weight, p);
+    }
+    if x.dtype() == DType::BF16 {
+        let y = conv2d(&x.to_dtype(DType::F32)?, &weight.to_dtype(DType::F32)?, p)?;
+        return y.to_dtype(DType::BF16);
+    }
     if p.groups > 1 && p.groups == c_in && c_out == c_in && c_in_group == 1 {
         return crate::depthwise::depthwise_conv2d(x, weight, p);
     }
-    conv2d_grouped(x, weight, p)
+    conv2d_gemm(x, weight, p)
 }
 
-/// The im2col + matmul convolution, one matmul per group.
-pub(crate) fn conv2d_grouped(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+/// The geometry of `conv(x, weight)`, or a clear error if the shapes do not fit.
+pub(crate) fn geometry(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<ConvGeometry> {
     let (n, c_in, h, w) = x.dims4()?;
     let (c_out, c_in_group, kh, kw) = weight.dims4()?;
     if p.groups == 0 || c_in != c_in_group * p.groups || c_out % p.groups != 0 {
@@ -113,28 +121,32 @@ pub(crate) fn conv2d_grouped(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Re
         oh,
         ow,
     };
-    // (C_in·kh·kw, N·OH·OW): the whole batch as one matrix.
-    let cols = x.contiguous()?.apply_op1(Im2Col(win))?;
-    let taps = kh * kw;
-    let out = if p.groups == 1 {
-        matmul(&weight.reshape((c_out, c_in * taps))?, &cols)?
-    } else {
-        let per_group_in = c_in_group * taps;
-        let per_group_out = c_out / p.groups;
-        let outs = (0..p.groups)
-            .map(|g| {
-                let wm = weight
-                    .narrow(0, g * per_group_out, per_group_out)?
-                    .reshape((per_group_out, per_group_in))?;
-                matmul(&wm, &cols.narrow(0, g * per_group_in, per_group_in)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&outs, 0)?
-    };
-    // (C_out, N·OH·OW) to (N, C_out, OH, OW).
-    out.reshape((c_out, n, oh, ow))?
-        .transpose(0, 1)?
-        .contiguous()
+    Ok(ConvGeometry {
+        win,
+        n,
+        c_in,
+        c_out,
+        groups: p.groups,
+    })
+}
+
+/// The im2col + GEMM convolution for any groups (f32, f64, f16 on the CPU).
+pub(crate) fn conv2d_gemm(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    let g = geometry(x, weight, p)?;
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, ConvGemm(g))
+}
+
+/// Candle's own convolution, for devices without our kernels (asymmetric padding is added
+/// explicitly, as Candle pads both axes alike).
+fn conv2d_candle(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    geometry(x, weight, p)?;
+    let (ph, pw) = p.pads();
+    if ph == pw {
+        return x.conv2d(weight, ph, p.stride, p.dilation, p.groups);
+    }
+    let padded = x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?;
+    padded.conv2d(weight, 0, p.stride, p.dilation, p.groups)
 }
 
 #[cfg(test)]

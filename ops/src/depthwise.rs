@@ -316,7 +316,7 @@ mod tests {
                 ..Default::default()
             };
             let ours = depthwise_conv2d(&x, &wt, p)?;
-            let reference = crate::conv::conv2d_grouped(&x, &wt, p)?;
+            let reference = crate::conv::conv2d_gemm(&x, &wt, p)?;
             assert_close(&ours, &reference, 1e-5);
         }
         Ok(())

@@ -1,19 +1,20 @@
-//! im2col and its adjoint col2im: the data movement that turns a convolution into a matmul.
+//! im2col and its adjoint col2im for one image: the data movement that turns a convolution
+//! into a GEMM.
 //!
-//! For an input `(N, C, H, W)` and a `kh × kw` window, im2col produces a matrix
-//! `(C·kh·kw, N·OH·OW)` whose row `c·kh·kw + i·kw + j` holds, for every image and output
-//! position, the input pixel under tap `(i, j)` of channel `c` (zero in the padding). The
-//! row order matches a weight `(C_out, C, kh, kw)` flattened to `(C_out, C·kh·kw)`, and the
-//! whole batch is one matrix, so a convolution is one large matmul and its weight gradient
-//! another (no per-image products to sum). col2im scatters such columns back, summing
-//! overlaps, so it is exactly the transpose of im2col and serves as its gradient.
+//! For an image `(C, H, W)` and a `kh × kw` window, im2col fills a matrix `(C·kh·kw, L)`,
+//! `L = OH·OW`, whose row `c·kh·kw + i·kw + j` holds, for every output position, the input
+//! pixel under tap `(i, j)` of channel `c` (zero in the padding). The row order matches a
+//! weight `(C_out, C, kh, kw)` flattened to `(C_out, C·kh·kw)`. col2im scatters such a
+//! matrix back into the image, summing overlaps: it is exactly the transpose of im2col and
+//! serves as its gradient.
+//!
+//! Both walk one output row at a time over the columns whose tap lands inside the image
+//! (computed once per tap), so the inner loop has no bounds tests, and with stride 1 it is
+//! a plain copy (im2col) or add (col2im) of a contiguous run.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use crate::dispatch::Elem;
 
-use crate::dispatch::{contiguous, dispatch_float, Elem};
-
-/// Geometry of one convolution window, shared by im2col and col2im.
+/// Geometry of one convolution window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Window {
     pub kh: usize,
@@ -32,11 +33,25 @@ pub(crate) struct Window {
 
 impl Window {
     /// The input coordinate that output coordinate `o` reads at tap `k` along an axis padded
-    /// by `pad`, if inside the image.
+    /// by `pad`, if inside `len`.
     #[inline]
-    fn source(&self, o: usize, k: usize, pad: usize, len: usize) -> Option<usize> {
+    pub fn source(&self, o: usize, k: usize, pad: usize, len: usize) -> Option<usize> {
         let pos = (o * self.stride + k * self.dilation) as isize - pad as isize;
         (pos >= 0 && (pos as usize) < len).then_some(pos as usize)
+    }
+
+    /// The output columns `[lo, hi)` whose input column at tap `j` lies inside the image,
+    /// and the input column of `lo` (the valid columns are contiguous).
+    pub fn valid_columns(&self, j: usize) -> (usize, usize, usize) {
+        let inside = |o: usize| self.source(o, j, self.pad_w, self.w);
+        let Some(lo) = (0..self.ow).find(|&o| inside(o).is_some()) else {
+            return (0, 0, 0);
+        };
+        let hi = (lo..self.ow)
+            .take_while(|&o| inside(o).is_some())
+            .last()
+            .map_or(lo, |o| o + 1);
+        (lo, hi, inside(lo).expect("lo is inside"))
     }
 
     fn taps(&self) -> usize {
@@ -44,125 +59,160 @@ impl Window {
     }
 }
 
-/// im2col as a Candle op whose backward is col2im.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Im2Col(pub Window);
-
-/// Unfolds `(N, C, H, W)` into `(C·kh·kw, N·L)`, one channel's `kh·kw` rows per task.
-fn im2col<T: Elem>(x: &[T], n: usize, c: usize, win: &Window) -> Result<Vec<T>> {
-    let l = win.oh * win.ow;
-    let plane = win.h * win.w;
-    let per_channel = win.taps() * n * l;
-    let mut out = vec![T::zero(); c * per_channel];
-    out.par_chunks_mut(per_channel)
-        .enumerate()
-        .for_each(|(ch, rows)| {
-            for img in 0..n {
-                let src_plane = &x[(img * c + ch) * plane..][..plane];
-                for i in 0..win.kh {
-                    for j in 0..win.kw {
-                        let row = &mut rows[((i * win.kw + j) * n + img) * l..][..l];
-                        for oy in 0..win.oh {
-                            let Some(y) = win.source(oy, i, win.pad_h, win.h) else {
-                                continue;
-                            };
-                            let src = &src_plane[y * win.w..][..win.w];
-                            let dst = &mut row[oy * win.ow..][..win.ow];
-                            for (ox, d) in dst.iter_mut().enumerate() {
-                                if let Some(x) = win.source(ox, j, win.pad_w, win.w) {
-                                    *d = src[x];
-                                }
-                            }
+/// Writes the im2col matrix `(C·kh·kw, OH·OW)` of one image `x: (C, H, W)` into `cols`.
+pub(crate) fn im2col_image<T: Elem>(x: &[T], c: usize, win: &Window, cols: &mut [T]) {
+    let (l, plane) = (win.oh * win.ow, win.h * win.w);
+    let columns: Vec<_> = (0..win.kw).map(|j| win.valid_columns(j)).collect();
+    for ch in 0..c {
+        let src_plane = &x[ch * plane..][..plane];
+        for i in 0..win.kh {
+            for (j, &(lo, hi, x0)) in columns.iter().enumerate() {
+                let row = &mut cols[(ch * win.taps() + i * win.kw + j) * l..][..l];
+                for (oy, dst) in row.chunks_exact_mut(win.ow).enumerate() {
+                    let Some(y) = win.source(oy, i, win.pad_h, win.h) else {
+                        dst.fill(T::zero());
+                        continue;
+                    };
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    let src = &src_plane[y * win.w + x0..];
+                    let dst = &mut dst[lo..hi];
+                    if win.stride == 1 {
+                        dst.copy_from_slice(&src[..dst.len()]);
+                    } else {
+                        for (d, &s) in dst.iter_mut().zip(src.iter().step_by(win.stride)) {
+                            *d = s;
                         }
                     }
                 }
             }
-        });
-    Ok(out)
+        }
+    }
 }
 
-/// Scatters the columns back into `(N, C, H, W)`, one output plane per task.
-fn col2im<T: Elem>(cols: &[T], n: usize, c: usize, win: &Window) -> Result<Vec<T>> {
-    let l = win.oh * win.ow;
-    let plane = win.h * win.w;
-    let mut out = vec![T::zero(); n * c * plane];
-    out.par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(index, img)| {
-            let (image, ch) = (index / c, index % c);
+/// Adds the im2col matrix `cols: (C·kh·kw, OH·OW)` back into one image `dx: (C, H, W)`.
+pub(crate) fn col2im_image<T: Elem>(cols: &[T], c: usize, win: &Window, dx: &mut [T]) {
+    let (l, plane) = (win.oh * win.ow, win.h * win.w);
+    let columns: Vec<_> = (0..win.kw).map(|j| win.valid_columns(j)).collect();
+    for ch in 0..c {
+        let dst_plane = &mut dx[ch * plane..][..plane];
+        for i in 0..win.kh {
+            for (j, &(lo, hi, x0)) in columns.iter().enumerate() {
+                let row = &cols[(ch * win.taps() + i * win.kw + j) * l..][..l];
+                for (oy, src) in row.chunks_exact(win.ow).enumerate() {
+                    let Some(y) = win.source(oy, i, win.pad_h, win.h) else {
+                        continue;
+                    };
+                    let dst = &mut dst_plane[y * win.w + x0..];
+                    let src = &src[lo..hi];
+                    if win.stride == 1 {
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    } else {
+                        for (d, &s) in dst.iter_mut().step_by(win.stride).zip(src) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook definition, one element at a time.
+    fn im2col_reference(x: &[f64], c: usize, win: &Window) -> Vec<f64> {
+        let l = win.oh * win.ow;
+        let mut cols = vec![0.0; c * win.taps() * l];
+        for ch in 0..c {
             for i in 0..win.kh {
                 for j in 0..win.kw {
-                    let row = &cols[((ch * win.taps() + i * win.kw + j) * n + image) * l..][..l];
                     for oy in 0..win.oh {
-                        let Some(y) = win.source(oy, i, win.pad_h, win.h) else {
-                            continue;
-                        };
-                        let dst = &mut img[y * win.w..][..win.w];
-                        for (ox, &g) in row[oy * win.ow..][..win.ow].iter().enumerate() {
-                            if let Some(x) = win.source(ox, j, win.pad_w, win.w) {
-                                dst[x] += g;
-                            }
+                        for ox in 0..win.ow {
+                            let (Some(y), Some(xx)) = (
+                                win.source(oy, i, win.pad_h, win.h),
+                                win.source(ox, j, win.pad_w, win.w),
+                            ) else {
+                                continue;
+                            };
+                            cols[(ch * win.taps() + i * win.kw + j) * l + oy * win.ow + ox] =
+                                x[(ch * win.h + y) * win.w + xx];
                         }
                     }
                 }
             }
-        });
-    Ok(out)
-}
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l.shape().dims4()?;
-        let win = self.0;
-        if (h, w) != (win.h, win.w) {
-            candle_core::bail!(
-                "im2col: input is {h}x{w}, op was built for {}x{}",
-                win.h,
-                win.w
-            );
         }
-        let out = dispatch_float!("im2col", s, |T| im2col::<T>(
-            contiguous::<T>(s, l, "im2col")?,
-            n,
-            c,
-            &win
-        ))?;
-        Ok((out, Shape::from((c * win.taps(), n * win.oh * win.ow))))
+        cols
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im(self.0))?;
-        Ok(Some(grad))
-    }
-}
-
-/// col2im: the adjoint of [`Im2Col`], used for its gradient.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Col2Im(pub Window);
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "col2im"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (rows, cols) = l.shape().dims2()?;
-        let win = self.0;
-        let per_image = win.oh * win.ow;
-        if !rows.is_multiple_of(win.taps()) || !cols.is_multiple_of(per_image) {
-            candle_core::bail!("col2im: columns {:?} do not fit window {win:?}", l.shape());
+    fn windows() -> Vec<Window> {
+        let mut out = Vec::new();
+        for (h, w) in [(7, 6), (5, 9), (8, 8), (1, 3)] {
+            for (kh, kw, stride, pad_h, pad_w, dilation) in [
+                (3, 3, 1, 1, 1, 1),
+                (3, 3, 2, 1, 1, 1),
+                (1, 1, 2, 0, 0, 1),
+                (1, 3, 1, 0, 1, 1),
+                (3, 1, 1, 1, 0, 1),
+                (3, 3, 1, 2, 2, 2),
+                (5, 5, 3, 2, 2, 1),
+                (2, 2, 1, 0, 0, 1),
+            ] {
+                let size = |len: usize, k: usize, pad: usize| {
+                    let span = dilation * (k - 1) + 1;
+                    (len + 2 * pad >= span).then(|| (len + 2 * pad - span) / stride + 1)
+                };
+                if let (Some(oh), Some(ow)) = (size(h, kh, pad_h), size(w, kw, pad_w)) {
+                    out.push(Window {
+                        kh,
+                        kw,
+                        stride,
+                        pad_h,
+                        pad_w,
+                        dilation,
+                        h,
+                        w,
+                        oh,
+                        ow,
+                    });
+                }
+            }
         }
-        let (c, n) = (rows / win.taps(), cols / per_image);
-        let out = dispatch_float!("col2im", s, |T| col2im::<T>(
-            contiguous::<T>(s, l, "col2im")?,
-            n,
-            c,
-            &win
-        ))?;
-        Ok((out, Shape::from((n, c, win.h, win.w))))
+        out
+    }
+
+    #[test]
+    fn im2col_matches_the_definition() {
+        for win in windows() {
+            let c = 2;
+            let x: Vec<f64> = (0..c * win.h * win.w).map(|v| v as f64 + 1.0).collect();
+            // Stale values in the buffer must be overwritten, padding included.
+            let mut cols = vec![f64::NAN; c * win.taps() * win.oh * win.ow];
+            im2col_image(&x, c, &win, &mut cols);
+            assert_eq!(cols, im2col_reference(&x, c, &win), "{win:?}");
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_transpose_of_im2col() {
+        // <im2col(x), y> = <x, col2im(y)> for every x and y.
+        for win in windows() {
+            let c = 2;
+            let n_in = c * win.h * win.w;
+            let n_cols = c * win.taps() * win.oh * win.ow;
+            let x: Vec<f64> = (0..n_in).map(|v| ((v * 7 % 11) as f64) - 5.0).collect();
+            let y: Vec<f64> = (0..n_cols).map(|v| ((v * 5 % 13) as f64) - 6.0).collect();
+            let mut cols = vec![0.0; n_cols];
+            im2col_image(&x, c, &win, &mut cols);
+            let mut back = vec![0.0; n_in];
+            col2im_image(&y, c, &win, &mut back);
+            let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
+            assert_eq!(lhs, rhs, "{win:?}");
+        }
     }
 }

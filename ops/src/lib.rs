@@ -1,8 +1,8 @@
 //! Candle custom ops, each with its gradient, that training the paper's CNNs needs and that
 //! Candle 0.11 lacks or gets wrong.
 //!
-//! - [`conv2d`]: 2-D convolution as im2col + matmul, whose input gradient is exact for any
-//!   input size (Candle's own `conv2d` backward assumes H and W share parity).
+//! - [`conv2d`]: 2-D convolution as per-image im2col + GEMM with both gradients as GEMMs,
+//!   exact for any input size (Candle's own `conv2d` backward assumes H and W share parity).
 //! - [`depthwise_conv2d`]: MobileNet's depthwise convolution as a direct kernel with both
 //!   gradients ([`conv2d`] routes depthwise convolutions to it).
 //! - [`max_pool2d`] and [`avg_pool2d`]: pooling with padding, `ceil_mode` and
@@ -19,6 +19,7 @@
 
 mod batch_norm;
 mod conv;
+mod conv_gemm;
 mod depthwise;
 mod dispatch;
 pub mod gradcheck;

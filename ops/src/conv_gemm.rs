@@ -1,0 +1,532 @@
+//! The CPU convolution: per image, im2col into a scratch buffer and one GEMM straight into
+//! the output, with both gradients as GEMMs of the same shape family.
+//!
+//! For an image `x: (C_in, H, W)` and a weight `(C_out, C_in/g, kh, kw)` seen as the matrix
+//! `W: (C_out, K)` with `K = C_in/g · kh · kw` per group, the forward is `Y = W · cols(x)`,
+//! `cols(x): (K, L)`, `L = OH · OW`, written in place as the image's `(C_out, OH, OW)` plane.
+//! The gradients are
+//!
+//! - input: `cols⁻¹(Wᵀ · G)` (col2im of a `(K, L)` product, summed into the image),
+//! - weight: `Σ_images G · cols(x)ᵀ`, accumulated by the GEMM itself (`dst += …`).
+//!
+//! A 1×1 convolution with stride 1 and no padding needs no im2col at all: `cols(x)` is the
+//! image itself, and the input gradient is written straight into its plane.
+//!
+//! Images are split into one contiguous chunk per thread, each with its own scratch (and,
+//! for the weight gradient, its own accumulator, summed at the end), so the GEMMs run
+//! single-threaded without synchronisation. With fewer images than threads the images run
+//! one after the other and each GEMM uses every thread instead.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::dispatch::{contiguous, Elem};
+use crate::im2col::{col2im_image, im2col_image, Window};
+
+/// Geometry of a grouped convolution over a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvGeometry {
+    pub win: Window,
+    pub n: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub groups: usize,
+}
+
+impl ConvGeometry {
+    /// Rows of one group's im2col matrix: `C_in/g · kh · kw`.
+    fn k(&self) -> usize {
+        self.c_in / self.groups * self.win.kh * self.win.kw
+    }
+
+    /// Output channels per group.
+    fn m(&self) -> usize {
+        self.c_out / self.groups
+    }
+
+    /// Output positions per image.
+    fn l(&self) -> usize {
+        self.win.oh * self.win.ow
+    }
+
+    /// 1×1, stride 1, no padding: the image is its own im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        let w = &self.win;
+        w.kh == 1 && w.kw == 1 && w.stride == 1 && w.pad_h == 0 && w.pad_w == 0
+    }
+}
+
+/// An element type the `gemm` crate multiplies: f32, f64 and f16.
+pub(crate) trait GemmElem: Elem {}
+impl GemmElem for f32 {}
+impl GemmElem for f64 {}
+impl GemmElem for half::f16 {}
+
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each operand given by its pointer and its
+/// (row, column) strides in elements.
+///
+/// # Safety
+/// Every pointer must address a matrix of the given shape and strides inside one live
+/// allocation, and `dst` must not overlap the operands.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_strided<T: GemmElem>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+    parallelism: Parallelism,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            if accumulate { T::one() } else { T::zero() },
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// How the batch is spread over the threads: contiguous chunks of images run in parallel
+/// with single-threaded GEMMs, or (fewer images than threads) one image at a time with
+/// multi-threaded GEMMs.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    images_per_chunk: usize,
+    gemm: Parallelism,
+}
+
+impl Schedule {
+    fn new(n: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        if n >= threads && threads > 1 {
+            Self {
+                images_per_chunk: n.div_ceil(threads),
+                gemm: Parallelism::None,
+            }
+        } else {
+            Self {
+                images_per_chunk: n.max(1),
+                gemm: if threads > 1 {
+                    Parallelism::Rayon(threads)
+                } else {
+                    Parallelism::None
+                },
+            }
+        }
+    }
+}
+
+/// Forward: `(N, C_out, OH, OW)` from `x: (N, C_in, H, W)` and `w: (C_out, C_in/g, kh, kw)`.
+fn forward<T: GemmElem>(x: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
+    let (k, m, l) = (g.k(), g.m(), g.l());
+    let plane_in = g.c_in * g.win.h * g.win.w;
+    let plane_out = g.c_out * l;
+    let sched = Schedule::new(g.n);
+    let mut out = vec![T::zero(); g.n * plane_out];
+    out.par_chunks_mut(sched.images_per_chunk * plane_out)
+        .enumerate()
+        .for_each(|(chunk, outs)| {
+            let mut scratch = Vec::new();
+            for (i, y) in outs.chunks_mut(plane_out).enumerate() {
+                let img = chunk * sched.images_per_chunk + i;
+                let x_img = &x[img * plane_in..][..plane_in];
+                let cols = if g.is_pointwise() {
+                    x_img
+                } else {
+                    scratch.resize(g.groups * k * l, T::zero());
+                    im2col_image(x_img, g.c_in, &g.win, &mut scratch);
+                    &scratch[..]
+                };
+                for grp in 0..g.groups {
+                    // SAFETY: the three matrices lie inside `y`, `w` and `cols`, whose
+                    // lengths are `C_out·L`, `C_out·K` and `groups·K·L`.
+                    unsafe {
+                        gemm_strided(
+                            (m, l, k),
+                            y[grp * m * l..].as_mut_ptr(),
+                            l,
+                            false,
+                            (w[grp * m * k..].as_ptr(), k, 1),
+                            (cols[grp * k * l..].as_ptr(), l, 1),
+                            sched.gemm,
+                        )
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Input gradient `(N, C_in, H, W)` from the output gradient and the weight.
+fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
+    let (k, m, l) = (g.k(), g.m(), g.l());
+    let plane_in = g.c_in * g.win.h * g.win.w;
+    let plane_out = g.c_out * l;
+    let sched = Schedule::new(g.n);
+    let mut out = vec![T::zero(); g.n * plane_in];
+    out.par_chunks_mut(sched.images_per_chunk * plane_in)
+        .enumerate()
+        .for_each(|(chunk, dxs)| {
+            let mut scratch = Vec::new();
+            for (i, dx) in dxs.chunks_mut(plane_in).enumerate() {
+                let img = chunk * sched.images_per_chunk + i;
+                let g_img = &grad[img * plane_out..][..plane_out];
+                let pointwise = g.is_pointwise();
+                if !pointwise {
+                    scratch.resize(g.groups * k * l, T::zero());
+                }
+                let dcols: &mut [T] = if pointwise { dx } else { &mut scratch };
+                for grp in 0..g.groups {
+                    // SAFETY: `Wᵀ` of group `grp` is `(K, m)` with strides `(1, K)` inside
+                    // `w`; `G` is `(m, L)` inside `g_img`; `dcols` holds `groups·K·L`.
+                    unsafe {
+                        gemm_strided(
+                            (k, l, m),
+                            dcols[grp * k * l..].as_mut_ptr(),
+                            l,
+                            false,
+                            (w[grp * m * k..].as_ptr(), 1, k),
+                            (g_img[grp * m * l..].as_ptr(), l, 1),
+                            sched.gemm,
+                        )
+                    }
+                }
+                if !pointwise {
+                    col2im_image(&scratch, g.c_in, &g.win, dx);
+                }
+            }
+        });
+    out
+}
+
+/// Weight gradient `(C_out, C_in/g, kh, kw)` from the output gradient and the input.
+fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
+    let (k, m, l) = (g.k(), g.m(), g.l());
+    let plane_in = g.c_in * g.win.h * g.win.w;
+    let plane_out = g.c_out * l;
+    let sched = Schedule::new(g.n);
+    let chunks = g.n.div_ceil(sched.images_per_chunk);
+    let partials: Vec<Vec<T>> = (0..chunks)
+        .into_par_iter()
+        .map(|chunk| {
+            let mut dw = vec![T::zero(); g.c_out * k];
+            let mut scratch = Vec::new();
+            let first = chunk * sched.images_per_chunk;
+            for img in first..(first + sched.images_per_chunk).min(g.n) {
+                let x_img = &x[img * plane_in..][..plane_in];
+                let g_img = &grad[img * plane_out..][..plane_out];
+                let cols = if g.is_pointwise() {
+                    x_img
+                } else {
+                    scratch.resize(g.groups * k * l, T::zero());
+                    im2col_image(x_img, g.c_in, &g.win, &mut scratch);
+                    &scratch[..]
+                };
+                for grp in 0..g.groups {
+                    // SAFETY: `G` is `(m, L)` inside `g_img`; `colsᵀ` of group `grp` is
+                    // `(L, K)` with strides `(1, L)` inside `cols`; `dw` holds `C_out·K`.
+                    unsafe {
+                        gemm_strided(
+                            (m, k, l),
+                            dw[grp * m * k..].as_mut_ptr(),
+                            k,
+                            true,
+                            (g_img[grp * m * l..].as_ptr(), l, 1),
+                            (cols[grp * k * l..].as_ptr(), 1, l),
+                            sched.gemm,
+                        )
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut total = partials
+        .next()
+        .unwrap_or_else(|| vec![T::zero(); g.c_out * k]);
+    for partial in partials {
+        for (t, p) in total.iter_mut().zip(partial) {
+            *t += p;
+        }
+    }
+    total
+}
+
+/// Runs `$body` with `$t` bound to the GEMM element type of `$storage`.
+macro_rules! dispatch_gemm {
+    ($op:expr, $storage:expr, |$t:ident| $body:expr) => {{
+        use candle_core::backend::BackendStorage as _;
+        use candle_core::{CpuStorage, WithDType};
+        match $storage {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            CpuStorage::F16(_) => {
+                type $t = half::f16;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            other => candle_core::bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
+        }
+    }};
+}
+
+/// The convolution as a Candle op on `(x, weight)`; its backward builds only the gradients
+/// that are needed (none for the image fed to the stem).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvGemm(pub ConvGeometry);
+
+/// Input gradient from the output gradient (arg 1) and the weight (arg 2).
+#[derive(Debug, Clone, Copy)]
+struct ConvGemmGradInput(ConvGeometry);
+
+/// Weight gradient from the output gradient (arg 1) and the input (arg 2).
+#[derive(Debug, Clone, Copy)]
+struct ConvGemmGradWeight(ConvGeometry);
+
+impl CustomOp2 for ConvGemm {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let out = dispatch_gemm!("conv2d", s1, |T| Ok::<_, candle_core::Error>(forward::<T>(
+            contiguous::<T>(s1, l1, "conv2d")?,
+            contiguous::<T>(s2, l2, "conv2d")?,
+            &g
+        )))?;
+        Ok((out, Shape::from((g.n, g.c_out, g.win.oh, g.win.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(weight, &ConvGemmGradInput(self.0))?)
+        } else {
+            None
+        };
+        let gw = if weight.track_op() {
+            Some(grad.apply_op2_no_bwd(x, &ConvGemmGradWeight(self.0))?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
+    }
+}
+
+impl CustomOp2 for ConvGemmGradInput {
+    fn name(&self) -> &'static str {
+        "conv2d_grad_input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let out = dispatch_gemm!("conv2d_grad_input", s1, |T| Ok::<_, candle_core::Error>(
+            grad_input::<T>(
+                contiguous::<T>(s1, l1, "conv2d_grad_input")?,
+                contiguous::<T>(s2, l2, "conv2d_grad_input")?,
+                &g
+            )
+        ))?;
+        Ok((out, Shape::from((g.n, g.c_in, g.win.h, g.win.w))))
+    }
+}
+
+impl CustomOp2 for ConvGemmGradWeight {
+    fn name(&self) -> &'static str {
+        "conv2d_grad_weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let out = dispatch_gemm!("conv2d_grad_weight", s1, |T| Ok::<_, candle_core::Error>(
+            grad_weight::<T>(
+                contiguous::<T>(s1, l1, "conv2d_grad_weight")?,
+                contiguous::<T>(s2, l2, "conv2d_grad_weight")?,
+                &g
+            )
+        ))?;
+        let w = &g.win;
+        Ok((out, Shape::from((g.c_out, g.c_in / g.groups, w.kh, w.kw))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::{conv2d, Conv2dParams};
+    use crate::gradcheck::{assert_close, uniform};
+    use candle_core::{DType, Device, Var};
+
+    /// The straightforward convolution and its two gradients, one multiply-add at a time:
+    /// `(y, dx, dw)` for the output gradient `dy`.
+    fn direct(x: &[f64], w: &[f64], dy: &[f64], g: &ConvGeometry) -> [Vec<f64>; 3] {
+        let win = &g.win;
+        let (cg, mg) = (g.c_in / g.groups, g.m());
+        let mut y = vec![0.0; g.n * g.c_out * g.l()];
+        let mut dx = vec![0.0; x.len()];
+        let mut dw = vec![0.0; w.len()];
+        for img in 0..g.n {
+            for o in 0..g.c_out {
+                let grp = o / mg;
+                for ci in 0..cg {
+                    let c = grp * cg + ci;
+                    for i in 0..win.kh {
+                        for j in 0..win.kw {
+                            let wi = ((o * cg + ci) * win.kh + i) * win.kw + j;
+                            for oy in 0..win.oh {
+                                for ox in 0..win.ow {
+                                    let (Some(sy), Some(sx)) = (
+                                        win.source(oy, i, win.pad_h, win.h),
+                                        win.source(ox, j, win.pad_w, win.w),
+                                    ) else {
+                                        continue;
+                                    };
+                                    let xi = ((img * g.c_in + c) * win.h + sy) * win.w + sx;
+                                    let yi = ((img * g.c_out + o) * win.oh + oy) * win.ow + ox;
+                                    y[yi] += w[wi] * x[xi];
+                                    dx[xi] += w[wi] * dy[yi];
+                                    dw[wi] += x[xi] * dy[yi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [y, dx, dw]
+    }
+
+    fn vec_of(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    }
+
+    /// Random geometries: odd sizes, 1×1 (pointwise and strided), 3×3, 5×5, 7×7 strided,
+    /// 1×7, dilated, grouped; batches below, at and above the thread count.
+    #[test]
+    fn matches_the_direct_convolution_on_random_shapes() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut pick = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let kernels = [
+            (1, 1, 1, 0, 0, 1),
+            (1, 1, 2, 0, 0, 1),
+            (3, 3, 1, 1, 1, 1),
+            (3, 3, 2, 1, 1, 1),
+            (5, 5, 1, 2, 2, 1),
+            (7, 7, 2, 3, 3, 1),
+            (1, 7, 1, 0, 3, 1),
+            (3, 3, 1, 2, 2, 2),
+        ];
+        for case in 0..24 {
+            let (kh, kw, stride, padding, pad_w, dilation) = kernels[case % kernels.len()];
+            let groups = [1, 1, 2, 3][pick(4)];
+            let n = [1, 2, 3, 5][pick(4)];
+            let (c_in, c_out) = (groups * (1 + pick(3)), groups * (1 + pick(4)));
+            let (h, w) = (kh * dilation + pick(6), kw * dilation + pick(7));
+            let p = Conv2dParams {
+                stride,
+                padding,
+                padding_w: Some(pad_w),
+                dilation,
+                groups,
+            };
+            let x = Var::from_tensor(
+                &uniform(&[n, c_in, h, w], 10 + case as u64, &dev)?.to_dtype(DType::F64)?,
+            )?;
+            let wt = Var::from_tensor(
+                &uniform(&[c_out, c_in / groups, kh, kw], 50 + case as u64, &dev)?
+                    .to_dtype(DType::F64)?,
+            )?;
+            let y = crate::conv::conv2d_gemm(&x, &wt, p)?;
+            let dy = uniform(y.dims(), 90 + case as u64, &dev)?.to_dtype(DType::F64)?;
+            let grads = (&y * &dy)?.sum_all()?.backward()?;
+            let geo = crate::conv::geometry(&x, &wt, p)?;
+            let [ry, rdx, rdw] = direct(&vec_of(&x), &vec_of(&wt), &vec_of(&dy), &geo);
+            let close = |a: Vec<f64>, b: Vec<f64>, what: &str| {
+                let err = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(err < 1e-12, "case {case} {geo:?}: {what} off by {err}");
+            };
+            close(vec_of(&y), ry, "output");
+            close(vec_of(grads.get(&x).expect("dx")), rdx, "input gradient");
+            close(vec_of(grads.get(&wt).expect("dw")), rdw, "weight gradient");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_image_gets_no_gradient_and_f32_matches_f64() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = uniform(&[3, 4, 9, 7], 1, &dev)?;
+        let wt = Var::from_tensor(&uniform(&[5, 4, 3, 3], 2, &dev)?)?;
+        let p = Conv2dParams {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
+        let y = conv2d(&x, &wt, p)?;
+        let grads = y.sum_all()?.backward()?;
+        assert!(grads.get(&x).is_none());
+        assert!(grads.get(&wt).is_some());
+        let y64 = conv2d(&x.to_dtype(DType::F64)?, &wt.to_dtype(DType::F64)?, p)?;
+        assert_close(&y.to_dtype(DType::F64)?, &y64, 1e-5);
+        Ok(())
+    }
+}
