@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::conv_gemm::{ConvGemm, ConvGeometry};
+use crate::conv_gemm::{Activation, ConvGemm, ConvGemmFused, ConvGeometry};
 use crate::im2col::Window;
 use crate::shape::pool_output_size;
 
@@ -87,6 +87,52 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
         return crate::depthwise::depthwise_conv2d(x, weight, p);
     }
     conv2d_gemm(x, weight, p)
+}
+
+/// `act(conv2d(x, weight) + bias[c] + residual)`: a convolution with its inference epilogue
+/// (batch norm's shift folded in as `bias`, the shortcut of a residual block, the
+/// activation).
+///
+/// On the CPU, when nothing needs a gradient, the epilogue runs on each image's output right
+/// after its GEMM, while it is in cache, instead of as two or three passes over memory;
+/// otherwise (training, or frozen batch norm under fine-tuning) it is the composed ops, with
+/// their gradients.
+pub fn conv2d_fused(
+    x: &Tensor,
+    weight: &Tensor,
+    p: Conv2dParams,
+    bias: &Tensor,
+    residual: Option<&Tensor>,
+    act: Activation,
+) -> Result<Tensor> {
+    let tracks = x.track_op()
+        || weight.track_op()
+        || bias.track_op()
+        || residual.is_some_and(Tensor::track_op);
+    let (_, c_in, _, _) = x.dims4()?;
+    let depthwise = p.groups > 1 && p.groups == c_in;
+    let fusable = x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64 | DType::F16)
+        && !depthwise;
+    if tracks || !fusable {
+        let y = conv2d(x, weight, p)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+        let y = match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        };
+        return act.forward(&y);
+    }
+    let geometry = geometry(x, weight, p)?;
+    let op = ConvGemmFused {
+        geometry,
+        residual: residual.map(Tensor::contiguous).transpose()?,
+        act,
+    };
+    x.contiguous()?.apply_op3_no_bwd(
+        &weight.contiguous()?,
+        &bias.to_dtype(x.dtype())?.contiguous()?,
+        &op,
+    )
 }
 
 /// The geometry of `conv(x, weight)`, or a clear error if the shapes do not fit.

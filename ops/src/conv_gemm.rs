@@ -17,7 +17,7 @@
 //! single-threaded without synchronisation. With fewer images than threads the images run
 //! one after the other and each GEMM uses every thread instead.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -134,8 +134,84 @@ impl Schedule {
     }
 }
 
-/// Forward: `(N, C_out, OH, OW)` from `x: (N, C_in, H, W)` and `w: (C_out, C_in/g, kh, kw)`.
-fn forward<T: GemmElem>(x: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
+/// What runs on each image's output right after its GEMM, while it is still in cache:
+/// `act(y + bias[c] + residual)`, the inference form of conv → BN → (+ shortcut) → ReLU.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epilogue<'a, T> {
+    /// One value per output channel (batch norm's shift).
+    pub bias: &'a [T],
+    /// A tensor of the output's shape added before the activation.
+    pub residual: Option<&'a [T]>,
+    pub act: Activation,
+}
+
+/// An activation fused into a convolution's epilogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// None: the output as is.
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)` (MobileNet).
+    Relu6,
+}
+
+impl Activation {
+    /// The activation applied to a tensor with Candle's ops (and their gradients).
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Identity => Ok(x.clone()),
+            Self::Relu => x.relu(),
+            Self::Relu6 => x.relu()?.minimum(6.0),
+        }
+    }
+
+    /// The activation of one value.
+    #[inline(always)]
+    fn apply<T: Elem>(self, v: T) -> T {
+        match self {
+            Self::Identity => v,
+            Self::Relu if v < T::zero() => T::zero(),
+            Self::Relu6 if v < T::zero() => T::zero(),
+            Self::Relu6 if v > T::from(6.0).expect("6 fits every float") => {
+                T::from(6.0).expect("6 fits every float")
+            }
+            _ => v,
+        }
+    }
+}
+
+impl<T: Elem> Epilogue<'_, T> {
+    /// Applies the epilogue to image `img`'s output `y: (C_out, L)`.
+    fn run(&self, y: &mut [T], img: usize, l: usize) {
+        let residual = self.residual.map(|r| &r[img * y.len()..][..y.len()]);
+        for (c, row) in y.chunks_exact_mut(l).enumerate() {
+            let b = self.bias[c];
+            let act = self.act;
+            match residual {
+                Some(r) => {
+                    for (v, &r) in row.iter_mut().zip(&r[c * l..][..l]) {
+                        *v = act.apply(*v + b + r);
+                    }
+                }
+                None => {
+                    for v in row.iter_mut() {
+                        *v = act.apply(*v + b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward: `(N, C_out, OH, OW)` from `x: (N, C_in, H, W)` and `w: (C_out, C_in/g, kh, kw)`,
+/// with an optional epilogue per image.
+fn forward<T: GemmElem>(
+    x: &[T],
+    w: &[T],
+    g: &ConvGeometry,
+    epilogue: Option<Epilogue<'_, T>>,
+) -> Vec<T> {
     let (k, m, l) = (g.k(), g.m(), g.l());
     let plane_in = g.c_in * g.win.h * g.win.w;
     let plane_out = g.c_out * l;
@@ -169,6 +245,9 @@ fn forward<T: GemmElem>(x: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
                             sched.gemm,
                         )
                     }
+                }
+                if let Some(epilogue) = &epilogue {
+                    epilogue.run(y, img, l);
                 }
             }
         });
@@ -323,7 +402,8 @@ impl CustomOp2 for ConvGemm {
         let out = dispatch_gemm!("conv2d", s1, |T| Ok::<_, candle_core::Error>(forward::<T>(
             contiguous::<T>(s1, l1, "conv2d")?,
             contiguous::<T>(s2, l2, "conv2d")?,
-            &g
+            &g,
+            None
         )))?;
         Ok((out, Shape::from((g.n, g.c_out, g.win.oh, g.win.ow))))
     }
@@ -347,6 +427,63 @@ impl CustomOp2 for ConvGemm {
             None
         };
         Ok((gx, gw))
+    }
+}
+
+/// Inference convolution with its epilogue fused, on `(x, weight, bias)`; the residual
+/// rides in the op. It records no gradient: [`crate::conv2d_fused`] only uses it when
+/// nothing needs one.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvGemmFused {
+    pub geometry: ConvGeometry,
+    pub residual: Option<Tensor>,
+    pub act: Activation,
+}
+
+impl CustomOp3 for ConvGemmFused {
+    fn name(&self) -> &'static str {
+        "conv2d_fused"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let shape = Shape::from((g.n, g.c_out, g.win.oh, g.win.ow));
+        let residual = match &self.residual {
+            Some(r) if r.dims() != shape.dims() => {
+                candle_core::bail!("conv2d_fused: residual {:?}, output {shape:?}", r.dims())
+            }
+            Some(r) => Some(r.storage_and_layout()),
+            None => None,
+        };
+        let out = dispatch_gemm!("conv2d_fused", s1, |T| {
+            let residual = match &residual {
+                Some((storage, layout)) => match &**storage {
+                    Storage::Cpu(cpu) => Some(contiguous::<T>(cpu, layout, "conv2d_fused")?),
+                    _ => candle_core::bail!("conv2d_fused: residual is not on the CPU"),
+                },
+                None => None,
+            };
+            let epilogue = Epilogue {
+                bias: contiguous::<T>(s3, l3, "conv2d_fused")?,
+                residual,
+                act: self.act,
+            };
+            Ok::<_, candle_core::Error>(forward::<T>(
+                contiguous::<T>(s1, l1, "conv2d_fused")?,
+                contiguous::<T>(s2, l2, "conv2d_fused")?,
+                &g,
+                Some(epilogue),
+            ))
+        })?;
+        Ok((out, shape))
     }
 }
 
@@ -527,6 +664,73 @@ mod tests {
         assert!(grads.get(&wt).is_some());
         let y64 = conv2d(&x.to_dtype(DType::F64)?, &wt.to_dtype(DType::F64)?, p)?;
         assert_close(&y.to_dtype(DType::F64)?, &y64, 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn fused_epilogue_equals_the_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        for (case, (n, k, stride, act)) in [
+            (1usize, 3usize, 1usize, Activation::Relu),
+            (3, 1, 1, Activation::Identity),
+            (4, 3, 2, Activation::Relu6),
+            (2, 1, 2, Activation::Relu),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = Conv2dParams {
+                stride,
+                padding: k / 2,
+                ..Default::default()
+            };
+            let seed = 100 + 10 * case as u64;
+            let x = (uniform(&[n, 5, 9, 8], seed, &dev)? * 4.0)?;
+            let wt = uniform(&[6, 5, k, k], seed + 1, &dev)?;
+            let bias = uniform(&[6], seed + 2, &dev)?;
+            let plain = conv2d(&x, &wt, p)?.broadcast_add(&bias.reshape((1, 6, 1, 1))?)?;
+            let residual = (uniform(plain.dims(), seed + 3, &dev)? * 4.0)?;
+            for with_residual in [false, true] {
+                let r = with_residual.then_some(&residual);
+                let fused = crate::conv::conv2d_fused(&x, &wt, p, &bias, r, act)?;
+                let sum = if with_residual {
+                    (&plain + &residual)?
+                } else {
+                    plain.clone()
+                };
+                let expected = match act {
+                    Activation::Identity => sum,
+                    Activation::Relu => sum.relu()?,
+                    Activation::Relu6 => sum.relu()?.minimum(6.0)?,
+                };
+                assert_close(&fused, &expected, 1e-5);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_keeps_gradients_when_something_needs_them() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = uniform(&[2, 3, 7, 7], 1, &dev)?;
+        let wt = Var::from_tensor(&uniform(&[4, 3, 3, 3], 2, &dev)?)?;
+        let bias = uniform(&[4], 3, &dev)?;
+        let p = Conv2dParams {
+            padding: 1,
+            ..Default::default()
+        };
+        let y = crate::conv::conv2d_fused(&x, &wt, p, &bias, None, Activation::Relu)?;
+        let grads = y.sum_all()?.backward()?;
+        let expected = conv2d(&x, &wt, p)?
+            .broadcast_add(&bias.reshape((1, 4, 1, 1))?)?
+            .relu()?
+            .sum_all()?
+            .backward()?;
+        assert_close(
+            grads.get(&wt).expect("dw"),
+            expected.get(&wt).expect("dw"),
+            1e-6,
+        );
         Ok(())
     }
 }

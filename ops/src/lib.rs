@@ -28,7 +28,8 @@ mod pool;
 mod shape;
 
 pub use batch_norm::batch_norm_train;
-pub use conv::{conv2d, matmul, Conv2dParams};
+pub use conv::{conv2d, conv2d_fused, matmul, Conv2dParams};
+pub use conv_gemm::Activation;
 pub use depthwise::depthwise_conv2d;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dParams};
 pub use shape::pool_output_size;

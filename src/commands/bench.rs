@@ -48,12 +48,13 @@ pub fn run(args: Args) -> Result<()> {
         args.batch,
         &device,
     )?;
+    let frozen = model.frozen()?;
     let mut trainer = TrainStep::new(model.net.as_ref(), &model.vars, NagConfig::default());
     let mut run_once = || -> Result<()> {
         if args.train {
             trainer.step(&images, &labels, 0.1)?;
         } else {
-            model.net.forward_t(&images, false)?.to_dtype(DType::F32)?;
+            frozen.forward_t(&images, false)?.to_dtype(DType::F32)?;
         }
         Ok(())
     };

@@ -79,9 +79,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
 
-    let features = model.net.forward_features(&input, args.train_mode)?;
+    let net = model.frozen()?;
+    let features = net.forward_features(&input, args.train_mode)?;
     let mut out = HashMap::new();
-    out.insert("logits".to_string(), model.net.forward_head(&features[3])?);
+    out.insert("logits".to_string(), net.forward_head(&features[3])?);
     if args.features {
         for (i, f) in features.into_iter().enumerate() {
             out.insert(format!("features.{i}"), f);

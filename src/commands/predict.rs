@@ -40,10 +40,11 @@ pub fn run(args: Args) -> Result<()> {
     };
     let input = &loaded.meta.input;
     let [c, h, w] = input.size;
+    let net = loaded.model.frozen()?;
     for path in &args.images {
         let pixels = preprocess(path, input).map_err(anyhow::Error::msg)?;
         let x = Tensor::from_vec(pixels, (1, c, h, w), &Device::Cpu)?;
-        let logits = loaded.model.net.forward_t(&x, false)?;
+        let logits = net.forward_t(&x, false)?;
         let probs: Vec<f32> = candle_nn::ops::softmax(&logits, D::Minus1)?
             .flatten_all()?
             .to_vec1()?;

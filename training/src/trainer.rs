@@ -154,7 +154,8 @@ pub struct Trainer {
     dir: PathBuf,
     spec: RunSpec,
     model: Model,
-    teacher: Option<Model>,
+    /// The distillation teacher, frozen (Section 5.4).
+    teacher: Option<Box<dyn zoo::Classifier>>,
     nag: Nag,
     scaler: LossScaler,
     schedule: Schedule,
@@ -283,7 +284,7 @@ impl Trainer {
                     .teacher_model
                     .clone()
                     .unwrap_or_else(|| spec.model.clone());
-                Some(zoo::models::load_pretrained(&arch, Path::new(path))?)
+                Some(zoo::models::load_pretrained(&arch, Path::new(path))?.frozen()?)
             }
             None => None,
         };
@@ -400,7 +401,7 @@ impl Trainer {
                 Some(t) => distillation_loss(
                     &logits,
                     &targets,
-                    &t.net.forward_t(&x, false)?.detach(),
+                    &t.forward_t(&x, false)?,
                     r.distill_temperature,
                 )?,
                 None => soft_cross_entropy(&logits, &targets)?,
@@ -467,7 +468,7 @@ impl Trainer {
             });
         }
         let train_seconds = start.elapsed().as_secs_f64();
-        let eval = evaluate(self.model.net.as_ref(), &self.val, dtype)?;
+        let eval = evaluate(self.model.frozen()?.as_ref(), &self.val, dtype)?;
         Ok(EpochMetrics {
             epoch: epoch + 1,
             train_loss: loss_sum / batches.max(1) as f64,

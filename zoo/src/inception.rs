@@ -8,9 +8,9 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
-use ops::{Conv2dParams, Pool2dParams};
+use ops::{Activation, Conv2dParams, Pool2dParams};
 
-use crate::layers::{relu, BatchNorm2d, BatchNormConfig, Conv2d, ConvBn, Linear};
+use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, ConvBn, Linear};
 use crate::onnx::OnnxGraph;
 use crate::Classifier;
 
@@ -115,7 +115,7 @@ impl Branch {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for u in &self.0 {
-            x = relu(&u.forward_t(&x, train)?)?;
+            x = u.forward_with(&x, train, None, Activation::Relu)?;
         }
         Ok(x)
     }
@@ -178,8 +178,8 @@ impl Path {
         match &self.split {
             None => Ok(vec![y]),
             Some((a, b)) => Ok(vec![
-                relu(&a.forward_t(&y, train)?)?,
-                relu(&b.forward_t(&y, train)?)?,
+                a.forward_with(&y, train, None, Activation::Relu)?,
+                b.forward_with(&y, train, None, Activation::Relu)?,
             ]),
         }
     }
@@ -526,7 +526,7 @@ impl InceptionV3 {
             if pre.is_some() {
                 x = ops::max_pool2d(&x, Pre::MaxPool.params())?;
             }
-            x = relu(&u.forward_t(&x, train)?)?;
+            x = u.forward_with(&x, train, None, Activation::Relu)?;
         }
         ops::max_pool2d(&x, Pre::MaxPool.params())
     }

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
-use ops::Conv2dParams;
+use ops::{Activation, Conv2dParams};
 
 /// A bias-free 2-D convolution (`torch.nn.Conv2d(..., bias=False)`), running on
 /// [`ops::conv2d`].
@@ -269,12 +269,29 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    /// `bn(conv(x))`. With running statistics (inference, or frozen batch norm) the batch
-    /// norm is folded into the convolution: its scale multiplies the weight (C_out·C_in·k·k
-    /// values instead of every activation) and its shift is one pass over the output.
+    /// `bn(conv(x))`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, train, None, Activation::Identity)
+    }
+
+    /// `act(bn(conv(x)) + residual)`. With running statistics (inference, or frozen batch
+    /// norm) the batch norm is folded into the convolution: its scale multiplies the weight
+    /// (C_out·C_in·k·k values instead of every activation) and its shift, the residual and
+    /// the activation run in the convolution's epilogue ([`ops::conv2d_fused`]).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        train: bool,
+        residual: Option<&Tensor>,
+        act: Activation,
+    ) -> Result<Tensor> {
         if self.bn.uses_batch_stats(train) {
-            return self.bn.forward_t(&self.conv.forward(x)?, train);
+            let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+            let y = match residual {
+                Some(r) => (y + r)?,
+                None => y,
+            };
+            return act.forward(&y);
         }
         let (scale, shift) = self.bn.inference_affine(x.dtype())?;
         let weight = self
@@ -282,7 +299,7 @@ impl ConvBn {
             .weight()
             .to_dtype(x.dtype())?
             .broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
-        ops::conv2d(x, &weight, self.conv.params())?.broadcast_add(&shift.reshape((1, (), 1, 1))?)
+        ops::conv2d_fused(x, &weight, self.conv.params(), &shift, residual, act)
     }
 
     /// Output size and multiply-accumulates for one `h × w` input, counting batch norm as

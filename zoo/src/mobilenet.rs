@@ -8,7 +8,7 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
-use ops::Conv2dParams;
+use ops::{Activation, Conv2dParams};
 
 use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, ConvBn, Linear};
 use crate::onnx::OnnxGraph;
@@ -70,11 +70,6 @@ impl MobileNetConfig {
     }
 }
 
-/// ReLU6: `min(max(x, 0), 6)`.
-pub fn relu6(x: &Tensor) -> Result<Tensor> {
-    x.relu()?.minimum(6.0)
-}
-
 /// A depthwise-separable block: 3×3 depthwise conv, BN, ReLU6, 1×1 conv, BN, ReLU6.
 #[derive(Debug, Clone)]
 struct Block {
@@ -84,8 +79,8 @@ struct Block {
 
 impl Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = relu6(&self.dw.forward_t(x, train)?)?;
-        relu6(&self.pw.forward_t(&x, train)?)
+        let x = self.dw.forward_with(x, train, None, Activation::Relu6)?;
+        self.pw.forward_with(&x, train, None, Activation::Relu6)
     }
 }
 
@@ -197,7 +192,7 @@ impl Classifier for MobileNetV1 {
         if h < 32 || w < 32 {
             candle_core::bail!("input of {h}x{w} is too small for MobileNet: at least 32x32");
         }
-        let mut x = relu6(&self.stem.forward_t(x, train)?)?;
+        let mut x = self.stem.forward_with(x, train, None, Activation::Relu6)?;
         let mut features = Vec::with_capacity(4);
         for (s, stage) in self.stages.iter().enumerate() {
             for block in stage {

@@ -1,6 +1,8 @@
 //! The zoo's model table: names (timm's where timm has one) to architecture configurations.
 
-use candle_core::{DType, Device};
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::inception::{InceptionConfig, InceptionV3};
@@ -260,6 +262,25 @@ impl Model {
     pub fn num_params(&self) -> usize {
         num_params(&self.vars)
     }
+
+    /// The network over constant handles to the current weights (no copy), for inference.
+    /// Nothing in it records gradients, so Candle keeps no graph of the forward pass (each
+    /// activation is freed as soon as the next layer has read it) and the convolutions run
+    /// with batch norm, shortcut and activation fused into their epilogues.
+    pub fn frozen(&self) -> Result<Box<dyn Classifier>> {
+        let tensors: HashMap<String, Tensor> = {
+            let vars = self.vars.data().lock().expect("varmap lock poisoned");
+            vars.iter()
+                .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+                .collect()
+        };
+        let device = tensors
+            .values()
+            .next()
+            .map_or(Device::Cpu, |t| t.device().clone());
+        self.spec
+            .build(VarBuilder::from_tensors(tensors, DType::F32, &device))
+    }
 }
 
 /// Model `name` with the weights of the safetensors file at `path`, for inference: the
@@ -324,6 +345,36 @@ pub(crate) mod tests_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The frozen network (fused epilogues) computes what the variable one (composed ops,
+    /// which record gradients) computes, with batch-norm statistics far from (0, 1).
+    #[test]
+    fn frozen_network_matches_the_trainable_one() {
+        for (name, size) in [
+            ("resnet10d_tiny", 37),
+            ("resnet18", 64),
+            ("mobilenetv1_025", 48),
+            ("inception_v3", 107),
+        ] {
+            let spec = ModelSpec::find(name).unwrap();
+            let model = create_model(&spec, &Device::Cpu, 3).unwrap();
+            for (i, (var_name, var)) in model.vars.data().lock().unwrap().iter().enumerate() {
+                let seed = 1000 + i as u64;
+                let noise = ops::gradcheck::uniform(var.dims(), seed, &Device::Cpu).unwrap();
+                if var_name.ends_with("running_var") {
+                    var.set(&(noise.abs().unwrap() + 0.5).unwrap()).unwrap();
+                } else if var_name.ends_with("running_mean") || var_name.ends_with(".bias") {
+                    var.set(&(noise * 0.3).unwrap()).unwrap();
+                }
+            }
+            let x = ops::gradcheck::uniform(&[2, 3, size, size], 7, &Device::Cpu).unwrap();
+            let expected = model.net.forward_t(&x, false).unwrap();
+            let frozen = model.frozen().unwrap().forward_t(&x, false).unwrap();
+            let scale = tests_support::diff(&expected, &expected.zeros_like().unwrap());
+            let err = tests_support::diff(&frozen, &expected);
+            assert!(err <= 1e-5 * scale, "{name}: {err} vs {scale}");
+        }
+    }
 
     fn stats(name: &str) -> (f64, f64) {
         let spec = ModelSpec::find(name).unwrap();

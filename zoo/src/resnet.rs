@@ -13,9 +13,9 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
-use ops::{Conv2dParams, Pool2dParams};
+use ops::{Activation, Conv2dParams, Pool2dParams};
 
-use crate::layers::{relu, BatchNorm2d, BatchNormConfig, Conv2d, ConvBn, Linear};
+use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, ConvBn, Linear};
 use crate::onnx::OnnxGraph;
 use crate::{Classifier, ZooError};
 
@@ -258,10 +258,9 @@ impl Stem {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
-        for unit in &self.deep {
-            x = relu(&unit.forward_t(&x, train)?)?;
+        for unit in self.deep.iter().chain([&self.last]) {
+            x = unit.forward_with(&x, train, None, Activation::Relu)?;
         }
-        let x = relu(&self.last.forward_t(&x, train)?)?;
         ops::max_pool2d(&x, Self::max_pool())
     }
 
@@ -435,19 +434,16 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let last = self.path_a.len() - 1;
-        let mut y = x.clone();
-        for (i, unit) in self.path_a.iter().enumerate() {
-            y = unit.forward_t(&y, train)?;
-            if i < last {
-                y = relu(&y)?;
-            }
-        }
         let identity = match &self.shortcut {
             Some(s) => s.forward_t(x, train)?,
             None => x.clone(),
         };
-        relu(&(y + identity)?)
+        let (last, inner) = self.path_a.split_last().expect("path A has units");
+        let mut y = x.clone();
+        for unit in inner {
+            y = unit.forward_with(&y, train, None, Activation::Relu)?;
+        }
+        last.forward_with(&y, train, Some(&identity), Activation::Relu)
     }
 
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
