@@ -124,10 +124,13 @@ impl Nag {
             let Some(grad) = grad else {
                 continue;
             };
-            let w = slot.var.as_tensor();
-            let grad = grad.to_dtype(w.dtype())?;
+            // Detached: an update computed from the variable itself would record it in the
+            // graph, and each velocity would keep the previous step's tensors alive (the
+            // whole history, ~4 copies of the parameters a step).
+            let w = slot.var.as_tensor().detach();
+            let grad = grad.detach().to_dtype(w.dtype())?;
             let g = if slot.weight_decay > 0.0 {
-                (&grad + (w * slot.weight_decay)?)?
+                (&grad + (&w * slot.weight_decay)?)?
             } else {
                 grad
             };
@@ -136,7 +139,7 @@ impl Nag {
                 None => g.clone(),
             };
             let update = (&g + (&v * mu)?)?;
-            slot.var.set(&(w - (update * lr)?)?)?;
+            slot.var.set(&(&w - (update * lr)?)?)?;
             slot.velocity = Some(v);
         }
         Ok(())
@@ -202,6 +205,22 @@ mod tests {
         let loss = (check.as_tensor().sqr()? * (0.5 * a))?.sum_all()?;
         nag.step(&loss.backward()?, lr)?;
         assert!((check.as_tensor().to_vec1::<f64>()?[0] - 0.8005).abs() < 1e-15);
+        Ok(())
+    }
+
+    /// The momentum buffers are plain values: were they computed from the variable, each
+    /// would hold the previous step's in its graph and training would leak memory.
+    #[test]
+    fn velocities_keep_no_graph() -> Result<()> {
+        let var = Var::new(&[1.0f32, -2.0], &Device::Cpu)?;
+        let mut nag = Nag::from_vars(vec![("w.weight".into(), var.clone())], NagConfig::default());
+        for _ in 0..3 {
+            let loss = var.as_tensor().sqr()?.sum_all()?;
+            nag.step(&loss.backward()?, 0.1)?;
+        }
+        let state = nag.state();
+        assert_eq!(state.len(), 1);
+        assert!(!state[0].1.track_op(), "the velocity records a graph");
         Ok(())
     }
 
