@@ -14,7 +14,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::dispatch::{contiguous, dispatch_float};
+use crate::conv_gemm::Activation;
+use crate::dispatch::{contiguous, dispatch_float, Elem};
 use num_traits::Zero as _;
 
 /// Rows of the packed per-channel parameter tensor that [`batch_norm_train`] passes to its op.
@@ -104,8 +105,101 @@ impl candle_core::CustomOp1 for Stats {
     }
 }
 
-/// `y = (x − μ)·σ⁻¹·γ + β` from x and the packed `(4, C)` rows γ, β, μ, σ⁻¹.
-struct Normalize;
+/// `y = act((x − μ)·σ⁻¹·γ + β + r)` over an NCHW buffer, from the packed `(4, C)` rows γ,
+/// β, μ, σ⁻¹ (as f64) and an optional residual `r` of x's shape.
+fn normalize<T: Elem>(
+    x: &[T],
+    r: Option<&[T]>,
+    p: &[f64],
+    c: usize,
+    hw: usize,
+    act: Activation,
+) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each(|(plane, (dst, src))| {
+            let ch = plane % c;
+            let scale = p[GAMMA * c + ch] * p[INV_STD * c + ch];
+            let shift = p[BETA * c + ch] - p[MEAN * c + ch] * scale;
+            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+            match r {
+                Some(r) => {
+                    let r = &r[plane * hw..][..hw];
+                    for ((d, &v), &rv) in dst.iter_mut().zip(src).zip(r) {
+                        *d = act.apply(v * scale + shift + rv);
+                    }
+                }
+                None => {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = act.apply(v * scale + shift);
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// The gradient reaching batch norm's output (and the residual) through the activation:
+/// `g` where the activation passed its input on, 0 where it clipped, read off its output.
+struct ActivationGrad(Activation);
+
+impl CustomOp2 for ActivationGrad {
+    fn name(&self) -> &'static str {
+        "activation_grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let act = self.0;
+        let g = dispatch_float!("activation_grad", s1, |T| {
+            let g = contiguous::<T>(s1, l1, "activation_grad")?;
+            let y = contiguous::<T>(s2, l2, "activation_grad")?;
+            let mut out = vec![T::zero(); g.len()];
+            out.par_chunks_mut(1 << 14)
+                .zip(g.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
+                .for_each(|(dst, (gs, ys))| {
+                    for (d, (&gv, &yv)) in dst.iter_mut().zip(gs.iter().zip(ys)) {
+                        *d = if act.passes(yv) { gv } else { T::zero() };
+                    }
+                });
+            Ok::<_, candle_core::Error>(out)
+        })?;
+        Ok((g, l1.shape().clone()))
+    }
+}
+
+/// The backward of batch norm (+ residual) + activation: `(dx, dpacked, dr)`.
+fn normalize_backward(
+    x: &Tensor,
+    packed: &Tensor,
+    y: &Tensor,
+    grad: &Tensor,
+    act: Activation,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let grad = grad.contiguous()?;
+    let grad = match act {
+        Activation::Identity => grad,
+        act => grad.apply_op2_no_bwd(y, &ActivationGrad(act))?,
+    };
+    let sums = x.apply_op3_no_bwd(&grad, packed, &GradSums)?;
+    let with_sums = Tensor::cat(&[packed, &sums.to_dtype(packed.dtype())?], 0)?;
+    let dx = x.apply_op3_no_bwd(&grad, &with_sums, &GradInput)?;
+    let zeros = sums.zeros_like()?;
+    // Rows of `packed`: dγ = Σ g·x̂, dβ = Σ g, and nothing for the detached μ and σ⁻¹.
+    let dpacked = Tensor::cat(&[&sums.narrow(0, 1, 1)?, &sums.narrow(0, 0, 1)?, &zeros], 0)?
+        .to_dtype(packed.dtype())?;
+    Ok((dx, dpacked, grad))
+}
+
+/// Batch norm (then the activation) on `(x, packed rows)`.
+struct Normalize(Activation);
 
 impl CustomOp2 for Normalize {
     fn name(&self) -> &'static str {
@@ -119,44 +213,82 @@ impl CustomOp2 for Normalize {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, hw) = dims3(l1)?;
+        let (_, c, hw) = dims3(l1)?;
         let p = rows_f64(s2, l2)?;
-        let y = dispatch_float!("batch_norm_train", s1, |T| {
-            let x = contiguous::<T>(s1, l1, "batch_norm_train")?;
-            let mut y = vec![T::zero(); x.len()];
-            y.par_chunks_mut(hw)
-                .zip(x.par_chunks(hw))
-                .enumerate()
-                .for_each(|(plane, (dst, src))| {
-                    let ch = plane % c;
-                    let scale = p[GAMMA * c + ch] * p[INV_STD * c + ch];
-                    let shift = p[BETA * c + ch] - p[MEAN * c + ch] * scale;
-                    let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v * scale + shift;
-                    }
-                });
-            Ok::<_, candle_core::Error>(y)
-        })?;
-        Ok((y, Shape::from((n, c, l1.dims()[2], l1.dims()[3]))))
+        let y = dispatch_float!("batch_norm_train", s1, |T| Ok::<_, candle_core::Error>(
+            normalize::<T>(
+                contiguous::<T>(s1, l1, "batch_norm_train")?,
+                None,
+                &p,
+                c,
+                hw,
+                self.0
+            )
+        ))?;
+        Ok((y, l1.shape().clone()))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         packed: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let sums = x.apply_op3_no_bwd(&grad, packed, &GradSums)?;
-        let with_sums = Tensor::cat(&[packed, &sums.to_dtype(packed.dtype())?], 0)?;
-        let dx = x.apply_op3_no_bwd(&grad, &with_sums, &GradInput)?;
-        let zeros = sums.zeros_like()?;
-        // Rows of `packed`: dγ = Σ g·x̂, dβ = Σ g, and nothing for the detached μ and σ⁻¹.
-        let dpacked = Tensor::cat(&[&sums.narrow(0, 1, 1)?, &sums.narrow(0, 0, 1)?, &zeros], 0)?
-            .to_dtype(packed.dtype())?;
+        let (dx, dpacked, _) = normalize_backward(x, packed, y, grad, self.0)?;
         Ok((Some(dx), Some(dpacked)))
+    }
+}
+
+/// Batch norm, plus a residual, then the activation, on `(x, packed rows, residual)`.
+struct NormalizeResidual(Activation);
+
+impl CustomOp3 for NormalizeResidual {
+    fn name(&self) -> &'static str {
+        "batch_norm_train_residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, hw) = dims3(l1)?;
+        if l3.shape() != l1.shape() {
+            candle_core::bail!(
+                "batch_norm: residual {:?}, input {:?}",
+                l3.shape(),
+                l1.shape()
+            );
+        }
+        let p = rows_f64(s2, l2)?;
+        let y = dispatch_float!("batch_norm_train", s1, |T| Ok::<_, candle_core::Error>(
+            normalize::<T>(
+                contiguous::<T>(s1, l1, "batch_norm_train")?,
+                Some(contiguous::<T>(s3, l3, "batch_norm_train")?),
+                &p,
+                c,
+                hw,
+                self.0
+            )
+        ))?;
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        packed: &Tensor,
+        _residual: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dpacked, dr) = normalize_backward(x, packed, y, grad, self.0)?;
+        Ok((Some(dx), Some(dpacked), Some(dr)))
     }
 }
 
@@ -256,6 +388,22 @@ pub fn batch_norm_train(
     beta: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_train_act(x, gamma, beta, eps, None, Activation::Identity)
+}
+
+/// `act(batch_norm(x) + residual)` in training, as one op with one backward: the unit that
+/// ends each convolution of a ResNet or MobileNet. The activation's backward is a single
+/// masking pass read off the output, instead of Candle's compare, convert and multiply, and
+/// the residual's gradient is that masked gradient itself. Returns `(y, mean, var)` as
+/// [`batch_norm_train`] does.
+pub fn batch_norm_train_act(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    residual: Option<&Tensor>,
+    act: Activation,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let (n, c, h, w) = x.dims4()?;
     if n * h * w < 2 {
         candle_core::bail!(
@@ -277,7 +425,14 @@ pub fn batch_norm_train(
     let var = stats.get(1)?;
     let inv_std = (var.clone() + eps)?.sqrt()?.recip()?;
     let packed = Tensor::stack(&[gamma, beta, &mean, &inv_std], 0)?;
-    let y = x.apply_op2(&packed, Normalize)?;
+    let y = match residual {
+        None => x.apply_op2(&packed, Normalize(act))?,
+        Some(r) => x.apply_op3(
+            &packed,
+            &r.to_dtype(x.dtype())?.contiguous()?,
+            NormalizeResidual(act),
+        )?,
+    };
     Ok((y, mean, var))
 }
 
@@ -325,6 +480,40 @@ mod tests {
             1e-6,
             1e-6,
         )
+    }
+
+    #[test]
+    fn fused_activation_and_residual_match_the_composed_ops() -> Result<()> {
+        let d = Device::Cpu;
+        let x = uniform(&[3, 4, 5, 3], 11, &d)?.to_dtype(DType::F64)?;
+        // γ large enough for ReLU6 to clip above 6 as well as below 0.
+        let gamma = (uniform(&[4], 12, &d)?.to_dtype(DType::F64)? * 8.0)?;
+        let beta = uniform(&[4], 13, &d)?.to_dtype(DType::F64)?;
+        let r = (uniform(&[3, 4, 5, 3], 14, &d)?.to_dtype(DType::F64)? * 3.0)?;
+        for act in [Activation::Relu, Activation::Relu6, Activation::Identity] {
+            for residual in [None, Some(&r)] {
+                let (y, _, _) = batch_norm_train_act(&x, &gamma, &beta, 1e-5, residual, act)?;
+                let pre = composed(&x, &gamma, &beta, 1e-5)?;
+                let pre = match residual {
+                    Some(r) => (pre + r)?,
+                    None => pre,
+                };
+                assert_close(&y, &act.forward(&pre)?, 1e-12);
+                let mut inputs = vec![x.clone(), gamma.clone(), beta.clone()];
+                inputs.extend(residual.cloned());
+                check_gradients(
+                    &inputs,
+                    |v| {
+                        let (y, _, _) =
+                            batch_norm_train_act(&v[0], &v[1], &v[2], 1e-5, v.get(3), act)?;
+                        Ok(y)
+                    },
+                    1e-6,
+                    1e-6,
+                )?;
+            }
+        }
+        Ok(())
     }
 
     #[test]

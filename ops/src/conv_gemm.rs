@@ -166,9 +166,19 @@ impl Activation {
         }
     }
 
+    /// Whether the activation's derivative is 1 where it output `y` (0 elsewhere).
+    #[inline(always)]
+    pub(crate) fn passes<T: Elem>(self, y: T) -> bool {
+        match self {
+            Self::Identity => true,
+            Self::Relu => y > T::zero(),
+            Self::Relu6 => y > T::zero() && y < T::from(6.0).expect("6 fits every float"),
+        }
+    }
+
     /// The activation of one value.
     #[inline(always)]
-    fn apply<T: Elem>(self, v: T) -> T {
+    pub(crate) fn apply<T: Elem>(self, v: T) -> T {
         match self {
             Self::Identity => v,
             Self::Relu if v < T::zero() => T::zero(),

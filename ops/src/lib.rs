@@ -27,7 +27,7 @@ mod im2col;
 mod pool;
 mod shape;
 
-pub use batch_norm::batch_norm_train;
+pub use batch_norm::{batch_norm_train, batch_norm_train_act};
 pub use conv::{conv2d, conv2d_fused, matmul, Conv2dParams};
 pub use conv_gemm::Activation;
 pub use depthwise::depthwise_conv2d;

@@ -214,6 +214,18 @@ impl BatchNorm2d {
     /// Normalises `x`; in training (and not frozen), with the batch's statistics, updating
     /// the running ones when they are variables.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, train, None, Activation::Identity)
+    }
+
+    /// `act(bn(x) + residual)`; with the batch's statistics as one fused op
+    /// ([`ops::batch_norm_train_act`]).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        train: bool,
+        residual: Option<&Tensor>,
+        act: Activation,
+    ) -> Result<Tensor> {
         let dtype = x.dtype();
         // Statistics in f32 (f64 for f64 inputs) whatever the compute dtype (Section 3.2).
         let stat = if dtype == DType::F64 {
@@ -223,16 +235,24 @@ impl BatchNorm2d {
         };
         if !self.uses_batch_stats(train) {
             let (scale, shift) = self.inference_affine(dtype)?;
-            return x
+            let y = x
                 .broadcast_mul(&Self::per_channel(&scale)?)?
-                .broadcast_add(&Self::per_channel(&shift)?);
+                .broadcast_add(&Self::per_channel(&shift)?)?;
+            let y = match residual {
+                Some(r) => (y + r)?,
+                None => y,
+            };
+            return act.forward(&y);
         }
         let (n, _, h, w) = x.dims4()?;
-        let (y, mean, var) = ops::batch_norm_train(
+        let residual = residual.map(|r| r.to_dtype(stat)).transpose()?;
+        let (y, mean, var) = ops::batch_norm_train_act(
             &x.to_dtype(stat)?,
             &self.weight.to_dtype(stat)?,
             &self.bias.to_dtype(stat)?,
             self.eps,
+            residual.as_ref(),
+            act,
         )?;
         self.update_running_stats(&mean, &var, n * h * w)?;
         y.to_dtype(dtype)
@@ -286,12 +306,9 @@ impl ConvBn {
         act: Activation,
     ) -> Result<Tensor> {
         if self.bn.uses_batch_stats(train) {
-            let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
-            let y = match residual {
-                Some(r) => (y + r)?,
-                None => y,
-            };
-            return act.forward(&y);
+            return self
+                .bn
+                .forward_with(&self.conv.forward(x)?, train, residual, act);
         }
         let (scale, shift) = self.bn.inference_affine(x.dtype())?;
         let weight = self
