@@ -165,48 +165,58 @@ impl Activation {
             Self::Relu6 => x.relu()?.minimum(6.0),
         }
     }
-
-    /// Whether the activation's derivative is 1 where it output `y` (0 elsewhere).
-    #[inline(always)]
-    pub(crate) fn passes<T: Elem>(self, y: T) -> bool {
-        match self {
-            Self::Identity => true,
-            Self::Relu => y > T::zero(),
-            Self::Relu6 => y > T::zero() && y < T::from(6.0).expect("6 fits every float"),
-        }
-    }
-
-    /// The activation of one value.
-    #[inline(always)]
-    pub(crate) fn apply<T: Elem>(self, v: T) -> T {
-        match self {
-            Self::Identity => v,
-            Self::Relu if v < T::zero() => T::zero(),
-            Self::Relu6 if v < T::zero() => T::zero(),
-            Self::Relu6 if v > T::from(6.0).expect("6 fits every float") => {
-                T::from(6.0).expect("6 fits every float")
-            }
-            _ => v,
-        }
-    }
 }
+
+/// Runs `$body` with `$f` bound to the activation `$act` as a closure of its own type, so
+/// that each activation gets its own vectorised loop instead of a branch per element.
+macro_rules! with_activation {
+    ($act:expr, $t:ty, |$f:ident| $body:expr) => {{
+        match $act {
+            $crate::Activation::Identity => {
+                let $f = |v: $t| v;
+                $body
+            }
+            $crate::Activation::Relu => {
+                let $f = |v: $t| if v < <$t>::zero() { <$t>::zero() } else { v };
+                $body
+            }
+            $crate::Activation::Relu6 => {
+                let six = <$t as num_traits::NumCast>::from(6.0).expect("6 fits every float");
+                let $f = |v: $t| {
+                    if v < <$t>::zero() {
+                        <$t>::zero()
+                    } else if v > six {
+                        six
+                    } else {
+                        v
+                    }
+                };
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_activation;
 
 impl<T: Elem> Epilogue<'_, T> {
     /// Applies the epilogue to image `img`'s output `y: (C_out, L)`.
     fn run(&self, y: &mut [T], img: usize, l: usize) {
+        with_activation!(self.act, T, |act| self.run_with(y, img, l, act))
+    }
+
+    fn run_with(&self, y: &mut [T], img: usize, l: usize, act: impl Fn(T) -> T) {
         let residual = self.residual.map(|r| &r[img * y.len()..][..y.len()]);
         for (c, row) in y.chunks_exact_mut(l).enumerate() {
             let b = self.bias[c];
-            let act = self.act;
             match residual {
                 Some(r) => {
                     for (v, &r) in row.iter_mut().zip(&r[c * l..][..l]) {
-                        *v = act.apply(*v + b + r);
+                        *v = act(*v + b + r);
                     }
                 }
                 None => {
                     for v in row.iter_mut() {
-                        *v = act.apply(*v + b);
+                        *v = act(*v + b);
                     }
                 }
             }
