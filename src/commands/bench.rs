@@ -32,11 +32,18 @@ pub struct Args {
     /// Loader threads (with `--loader`).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Time one convolution instead, `C_IN,C_OUT,K,STRIDE,SIZE` (e.g. `64,64,3,1,56`, padding
+    /// K/2): forward, and with `--train` forward and both gradients, at `--batch`.
+    #[arg(long, value_name = "C_IN,C_OUT,K,STRIDE,SIZE")]
+    pub conv: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if let Some(data) = &args.loader {
         return bench_loader(data, &args);
+    }
+    if let Some(conv) = &args.conv {
+        return bench_conv(conv, &args);
     }
     let spec = ModelSpec::find(&args.model)?;
     let size = args.size.unwrap_or(spec.input_size.1);
@@ -115,6 +122,57 @@ fn bench_loader(data: &std::path::Path, args: &Args) -> Result<()> {
         args.batch,
         args.workers,
         images as f64 / seconds
+    );
+    Ok(())
+}
+
+/// Milliseconds per call of one convolution: forward, or forward and both gradients.
+fn bench_conv(shape: &str, args: &Args) -> Result<()> {
+    let dims: Vec<usize> = shape
+        .split(',')
+        .map(|v| v.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("--conv {shape}: {e}"))?;
+    let [c_in, c_out, k, stride, size] = dims[..] else {
+        anyhow::bail!("--conv takes C_IN,C_OUT,K,STRIDE,SIZE, got {shape}");
+    };
+    if dims.contains(&0) {
+        anyhow::bail!("--conv {shape}: every value must be positive");
+    }
+    let p = ops::Conv2dParams {
+        stride,
+        padding: k / 2,
+        ..Default::default()
+    };
+    let Some((oh, ow)) = p.output_size(size, size, k, k) else {
+        anyhow::bail!("--conv {shape}: a {k}x{k} kernel does not fit a {size}x{size} input");
+    };
+    let device = Device::Cpu;
+    let x = ops::gradcheck::uniform(&[args.batch, c_in, size, size], 1, &device)?;
+    let x = candle_core::Var::from_tensor(&x)?;
+    let w = ops::gradcheck::uniform(&[c_out, c_in, k, k], 2, &device)?;
+    let w = candle_core::Var::from_tensor(&w)?;
+    let run_once = || -> Result<()> {
+        let y = ops::conv2d(x.as_tensor(), w.as_tensor(), p)?;
+        if args.train {
+            y.sum_all()?.backward()?;
+        }
+        Ok(())
+    };
+    run_once()?;
+    let start = Instant::now();
+    for _ in 0..args.iters {
+        run_once()?;
+    }
+    let seconds = start.elapsed().as_secs_f64() / args.iters.max(1) as f64;
+    let macs = (args.batch * c_out * oh * ow * c_in * k * k) as f64;
+    let passes = if args.train { 3.0 } else { 1.0 };
+    println!(
+        "conv {c_in}->{c_out} {k}x{k}/{stride} at {size}x{size}, batch {}{}: {:.1} ms, {:.1} GFLOP/s",
+        args.batch,
+        if args.train { ", forward + both gradients" } else { "" },
+        seconds * 1e3,
+        2.0 * macs * passes / seconds / 1e9
     );
     Ok(())
 }
