@@ -220,8 +220,8 @@ impl CustomOp2 for ActivationGrad {
             let six = T::from_f64(6.0);
             let out = match act {
                 Activation::Identity => g.to_vec(),
-                Activation::Relu => mask_gradient(g, y, |y| y > T::zero()),
-                Activation::Relu6 => mask_gradient(g, y, |y| y > T::zero() && y < six),
+                Activation::Relu => mask_gradient(g, y, move |y| y > T::zero()),
+                Activation::Relu6 => mask_gradient(g, y, move |y| y > T::zero() && y < six),
             };
             Ok::<_, candle_core::Error>(out)
         })?;

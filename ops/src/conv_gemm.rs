@@ -173,16 +173,16 @@ macro_rules! with_activation {
     ($act:expr, $t:ty, |$f:ident| $body:expr) => {{
         match $act {
             $crate::Activation::Identity => {
-                let $f = |v: $t| v;
+                let $f = move |v: $t| v;
                 $body
             }
             $crate::Activation::Relu => {
-                let $f = |v: $t| if v < <$t>::zero() { <$t>::zero() } else { v };
+                let $f = move |v: $t| if v < <$t>::zero() { <$t>::zero() } else { v };
                 $body
             }
             $crate::Activation::Relu6 => {
                 let six = <$t as num_traits::NumCast>::from(6.0).expect("6 fits every float");
-                let $f = |v: $t| {
+                let $f = move |v: $t| {
                     if v < <$t>::zero() {
                         <$t>::zero()
                     } else if v > six {
