@@ -116,11 +116,7 @@ pub fn conv2d_fused(
         && !depthwise;
     if tracks || !fusable {
         let y = conv2d(x, weight, p)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
-        let y = match residual {
-            Some(r) => (y + r)?,
-            None => y,
-        };
-        return act.forward(&y);
+        return act.after_residual(&y, residual);
     }
     let geometry = geometry(x, weight, p)?;
     let op = ConvGemmFused {

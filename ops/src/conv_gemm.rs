@@ -165,6 +165,14 @@ impl Activation {
             Self::Relu6 => x.relu()?.minimum(6.0),
         }
     }
+
+    /// `act(y + residual)` with Candle's ops: the composed form of the fused epilogues.
+    pub fn after_residual(self, y: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        match residual {
+            Some(r) => self.forward(&(y + r)?),
+            None => self.forward(y),
+        }
+    }
 }
 
 /// Runs `$body` with `$f` bound to the activation `$act` as a closure of its own type, so
@@ -224,6 +232,21 @@ impl<T: Elem> Epilogue<'_, T> {
     }
 }
 
+/// The im2col matrix `(groups·K, L)` of one image: the image itself for a pointwise
+/// convolution, else written into `scratch`.
+fn image_cols<'a, T: GemmElem>(
+    x_img: &'a [T],
+    g: &ConvGeometry,
+    scratch: &'a mut Vec<T>,
+) -> &'a [T] {
+    if g.is_pointwise() {
+        return x_img;
+    }
+    scratch.resize(g.groups * g.k() * g.l(), T::zero());
+    im2col_image(x_img, g.c_in, &g.win, scratch);
+    scratch
+}
+
 /// Forward: `(N, C_out, OH, OW)` from `x: (N, C_in, H, W)` and `w: (C_out, C_in/g, kh, kw)`,
 /// with an optional epilogue per image.
 fn forward<T: GemmElem>(
@@ -243,14 +266,7 @@ fn forward<T: GemmElem>(
             let mut scratch = Vec::new();
             for (i, y) in outs.chunks_mut(plane_out).enumerate() {
                 let img = chunk * sched.images_per_chunk + i;
-                let x_img = &x[img * plane_in..][..plane_in];
-                let cols = if g.is_pointwise() {
-                    x_img
-                } else {
-                    scratch.resize(g.groups * k * l, T::zero());
-                    im2col_image(x_img, g.c_in, &g.win, &mut scratch);
-                    &scratch[..]
-                };
+                let cols = image_cols(&x[img * plane_in..][..plane_in], g, &mut scratch);
                 for grp in 0..g.groups {
                     // SAFETY: the three matrices lie inside `y`, `w` and `cols`, whose
                     // lengths are `C_out·L`, `C_out·K` and `groups·K·L`.
@@ -330,15 +346,8 @@ fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
             let mut scratch = Vec::new();
             let first = chunk * sched.images_per_chunk;
             for img in first..(first + sched.images_per_chunk).min(g.n) {
-                let x_img = &x[img * plane_in..][..plane_in];
                 let g_img = &grad[img * plane_out..][..plane_out];
-                let cols = if g.is_pointwise() {
-                    x_img
-                } else {
-                    scratch.resize(g.groups * k * l, T::zero());
-                    im2col_image(x_img, g.c_in, &g.win, &mut scratch);
-                    &scratch[..]
-                };
+                let cols = image_cols(&x[img * plane_in..][..plane_in], g, &mut scratch);
                 for grp in 0..g.groups {
                     // SAFETY: `G` is `(m, L)` inside `g_img`; `colsᵀ` of group `grp` is
                     // `(L, K)` with strides `(1, L)` inside `cols`; `dw` holds `C_out·K`.

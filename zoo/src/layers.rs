@@ -238,11 +238,7 @@ impl BatchNorm2d {
             let y = x
                 .broadcast_mul(&Self::per_channel(&scale)?)?
                 .broadcast_add(&Self::per_channel(&shift)?)?;
-            let y = match residual {
-                Some(r) => (y + r)?,
-                None => y,
-            };
-            return act.forward(&y);
+            return act.after_residual(&y, residual);
         }
         let (n, _, h, w) = x.dims4()?;
         let residual = residual.map(|r| r.to_dtype(stat)).transpose()?;
