@@ -3,6 +3,9 @@
 //!
 //! - [`conv2d`]: 2-D convolution as per-image im2col + GEMM with both gradients as GEMMs,
 //!   exact for any input size (Candle's own `conv2d` backward assumes H and W share parity).
+//! - [`conv2d_fused`]: the inference form `act(conv(x) + bias + residual)`, with batch norm's
+//!   shift, the shortcut and the [`Activation`] applied to each image's output right after
+//!   its GEMM (composed ops, with gradients, whenever something needs one).
 //! - [`depthwise_conv2d`]: MobileNet's depthwise convolution as a direct kernel with both
 //!   gradients ([`conv2d`] routes depthwise convolutions to it).
 //! - [`max_pool2d`] and [`avg_pool2d`]: pooling with padding, `ceil_mode` and
@@ -10,7 +13,8 @@
 //!   of ResNet, the 2×2 `ceil_mode` average-pool shortcut of ResNet-D).
 //! - [`global_avg_pool`]: the classifier's pooling.
 //! - [`batch_norm_train`]: batch norm with batch statistics, its sums in f64 and a closed-form
-//!   backward (the composed version loses three digits of the input gradient in f32).
+//!   backward (the composed version loses three digits of the input gradient in f32);
+//!   [`batch_norm_train_act`] adds the residual and the activation in the same op.
 //!
 //! Every op is checked against finite differences by [`gradcheck`]. This crate knows nothing
 //! about models; it is the layer under `zoo`.
