@@ -67,7 +67,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Convolution of `x: (N, C_in, H, W)` with `weight: (C_out, C_in / groups, kh, kw)`, without
 /// bias (every convolution of the paper's networks is followed by batch norm).
 ///
-/// On the CPU it runs as per-image im2col + GEMM ([`crate::conv_gemm`]), whose gradients
+/// On the CPU it runs as per-image im2col + GEMM (the `conv_gemm` module), whose gradients
 /// are exact for any input size (Candle's own `conv2d` backward assumes H and W share
 /// parity) and skip the input gradient when the input needs none. bf16 is computed in f32
 /// and rounded back (the `gemm` crate has no bf16 kernel). A depthwise convolution (groups =
