@@ -110,10 +110,13 @@ pub fn conv2d_fused(
         || bias.track_op()
         || residual.is_some_and(Tensor::track_op);
     let (_, c_in, _, _) = x.dims4()?;
-    let depthwise = p.groups > 1 && p.groups == c_in;
-    let fusable = x.device().is_cpu()
-        && matches!(x.dtype(), DType::F32 | DType::F64 | DType::F16)
-        && !depthwise;
+    let (c_out, c_in_group, _, _) = weight.dims4()?;
+    let depthwise = p.groups > 1 && p.groups == c_in && c_out == c_in && c_in_group == 1;
+    let on_cpu = x.device().is_cpu();
+    if !tracks && on_cpu && depthwise && residual.is_none() && x.dtype().is_float() {
+        return crate::depthwise::depthwise_conv2d_fused(x, weight, p, bias, act);
+    }
+    let fusable = on_cpu && matches!(x.dtype(), DType::F32 | DType::F64 | DType::F16) && !depthwise;
     if tracks || !fusable {
         let y = conv2d(x, weight, p)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
         return act.after_residual(&y, residual);

@@ -8,10 +8,11 @@
 //! gradient is the same walk scattering instead of gathering; the weight gradient is one task
 //! per channel summing over the batch in f64.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::conv::Conv2dParams;
+use crate::conv_gemm::{with_activation, Activation};
 use crate::dispatch::{contiguous, dispatch_float, Elem};
 
 /// Geometry of a depthwise convolution.
@@ -95,7 +96,14 @@ fn dot<T: Elem>(a: &[T], b: &[T]) -> T {
     lanes.iter().fold(tail, |acc, &v| acc + v)
 }
 
-fn forward<T: Elem>(x: &[T], wt: &[T], g: &Geometry) -> Vec<T> {
+/// The forward, with an optional inference epilogue `act(y + bias[c])` applied to each plane
+/// as soon as it is complete.
+fn forward<T: Elem>(
+    x: &[T],
+    wt: &[T],
+    g: &Geometry,
+    epilogue: Option<(&[T], Activation)>,
+) -> Vec<T> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let mut out = vec![T::zero(); g.n * g.c * plane_out];
     out.par_chunks_mut(plane_out)
@@ -114,6 +122,10 @@ fn forward<T: Elem>(x: &[T], wt: &[T], g: &Geometry) -> Vec<T> {
                         }
                     });
                 }
+            }
+            if let Some((bias, act)) = epilogue {
+                let b = bias[c];
+                with_activation!(act, T, |f| dst.iter_mut().for_each(|v| *v = f(*v + b)));
             }
         });
     out
@@ -205,7 +217,8 @@ impl CustomOp2 for Depthwise {
             forward::<T>(
                 contiguous::<T>(s1, l1, "depthwise_conv2d")?,
                 contiguous::<T>(s2, l2, "depthwise_conv2d")?,
-                &g
+                &g,
+                None
             )
         ))?;
         Ok((out, Shape::from((g.n, g.c, g.oh, g.ow))))
@@ -283,6 +296,30 @@ impl CustomOp2 for DepthwiseGradWeight {
 /// Depthwise convolution of `x: (N, C, H, W)` with `weight: (C, 1, kh, kw)` (groups = C);
 /// `p.groups` must equal C.
 pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    let g = geometry(x, weight, p)?;
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, Depthwise(g))
+}
+
+/// `act(depthwise_conv2d(x, weight) + bias[c])` in one pass over each output plane, without
+/// gradients: the inference path of [`crate::conv2d_fused`].
+pub(crate) fn depthwise_conv2d_fused(
+    x: &Tensor,
+    weight: &Tensor,
+    p: Conv2dParams,
+    bias: &Tensor,
+    act: Activation,
+) -> Result<Tensor> {
+    let g = geometry(x, weight, p)?;
+    x.contiguous()?.apply_op3_no_bwd(
+        &weight.contiguous()?,
+        &bias.to_dtype(x.dtype())?.contiguous()?,
+        &DepthwiseFused(g, act),
+    )
+}
+
+/// The geometry of a depthwise convolution, or a clear error if the shapes do not fit.
+fn geometry(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Geometry> {
     let (n, c, h, w) = x.dims4()?;
     let (c_out, one, kh, kw) = weight.dims4()?;
     if c_out != c || one != 1 || p.groups != c {
@@ -296,7 +333,7 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<
         candle_core::bail!("depthwise_conv2d: a {kh}x{kw} kernel does not fit a {h}x{w} input");
     };
     let (pad_h, pad_w) = p.pads();
-    let g = Geometry {
+    Ok(Geometry {
         n,
         c,
         h,
@@ -309,9 +346,37 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<
         dilation: p.dilation,
         pad_h,
         pad_w,
-    };
-    x.contiguous()?
-        .apply_op2(&weight.contiguous()?, Depthwise(g))
+    })
+}
+
+/// Inference depthwise convolution with its epilogue, on `(x, weight, bias)`.
+#[derive(Debug, Clone, Copy)]
+struct DepthwiseFused(Geometry, Activation);
+
+impl CustomOp3 for DepthwiseFused {
+    fn name(&self) -> &'static str {
+        "depthwise_conv2d_fused"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, act) = (self.0, self.1);
+        let name = "depthwise_conv2d_fused";
+        let out = dispatch_float!(name, s1, |T| Ok::<_, candle_core::Error>(forward::<T>(
+            contiguous::<T>(s1, l1, name)?,
+            contiguous::<T>(s2, l2, name)?,
+            &g,
+            Some((contiguous::<T>(s3, l3, name)?, act))
+        )))?;
+        Ok((out, Shape::from((g.n, g.c, g.oh, g.ow))))
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +384,28 @@ mod tests {
     use super::*;
     use crate::gradcheck::{assert_close, check_gradients, uniform};
     use candle_core::{DType, Device};
+
+    #[test]
+    fn fused_epilogue_equals_the_composed_ops() -> Result<()> {
+        let d = Device::Cpu;
+        for (stride, act) in [(1, crate::Activation::Relu6), (2, crate::Activation::Relu)] {
+            let p = Conv2dParams {
+                stride,
+                padding: 1,
+                groups: 4,
+                ..Default::default()
+            };
+            let x = (uniform(&[3, 4, 9, 8], 30, &d)? * 8.0)?;
+            let wt = uniform(&[4, 1, 3, 3], 31, &d)?;
+            let bias = uniform(&[4], 32, &d)?;
+            let fused = crate::conv2d_fused(&x, &wt, p, &bias, None, act)?;
+            let composed = act.forward(
+                &depthwise_conv2d(&x, &wt, p)?.broadcast_add(&bias.reshape((1, 4, 1, 1))?)?,
+            )?;
+            assert_close(&fused, &composed, 1e-6);
+        }
+        Ok(())
+    }
 
     #[test]
     fn matches_the_grouped_im2col_convolution() -> Result<()> {
