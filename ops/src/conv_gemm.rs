@@ -51,15 +51,41 @@ impl ConvGeometry {
     }
 
     /// 1×1, stride 1, no padding: the image is its own im2col matrix.
-    fn is_pointwise(&self) -> bool {
+    pub(crate) fn is_pointwise(&self) -> bool {
         let w = &self.win;
         w.kh == 1 && w.kw == 1 && w.stride == 1 && w.pad_h == 0 && w.pad_w == 0
     }
 }
 
 /// An element type the `gemm` crate multiplies: f32, f64 and f16.
-pub(crate) trait GemmElem: Elem {}
-impl GemmElem for f32 {}
+pub(crate) trait GemmElem: Elem {
+    /// The forward on a faster kernel of this type where one applies, else `None`.
+    fn forward_fast(
+        _x: &[Self],
+        _w: &[Self],
+        _g: &ConvGeometry,
+        _epilogue: Option<&Epilogue<'_, Self>>,
+    ) -> Option<Vec<Self>> {
+        None
+    }
+}
+
+impl GemmElem for f32 {
+    /// The AVX-512 kernel of `conv_padded` for the stride-1 convolutions it serves.
+    fn forward_fast(
+        x: &[f32],
+        w: &[f32],
+        g: &ConvGeometry,
+        epilogue: Option<&Epilogue<'_, f32>>,
+    ) -> Option<Vec<f32>> {
+        #[cfg(target_arch = "x86_64")]
+        if crate::conv_padded::applies(g) {
+            return Some(crate::conv_padded::forward(x, w, g, epilogue));
+        }
+        let _ = (x, w, g, epilogue);
+        None
+    }
+}
 impl GemmElem for f64 {}
 impl GemmElem for half::f16 {}
 
@@ -185,14 +211,20 @@ macro_rules! with_activation {
                 $body
             }
             $crate::Activation::Relu => {
-                let $f = move |v: $t| if v < <$t>::zero() { <$t>::zero() } else { v };
+                let $f = move |v: $t| {
+                    if v < <$t as num_traits::Zero>::zero() {
+                        <$t as num_traits::Zero>::zero()
+                    } else {
+                        v
+                    }
+                };
                 $body
             }
             $crate::Activation::Relu6 => {
                 let six = <$t as num_traits::NumCast>::from(6.0).expect("6 fits every float");
                 let $f = move |v: $t| {
-                    if v < <$t>::zero() {
-                        <$t>::zero()
+                    if v < <$t as num_traits::Zero>::zero() {
+                        <$t as num_traits::Zero>::zero()
                     } else if v > six {
                         six
                     } else {
@@ -250,6 +282,19 @@ fn image_cols<'a, T: GemmElem>(
 /// Forward: `(N, C_out, OH, OW)` from `x: (N, C_in, H, W)` and `w: (C_out, C_in/g, kh, kw)`,
 /// with an optional epilogue per image.
 fn forward<T: GemmElem>(
+    x: &[T],
+    w: &[T],
+    g: &ConvGeometry,
+    epilogue: Option<Epilogue<'_, T>>,
+) -> Vec<T> {
+    if let Some(out) = T::forward_fast(x, w, g, epilogue.as_ref()) {
+        return out;
+    }
+    forward_gemm(x, w, g, epilogue)
+}
+
+/// [`forward`] on the `gemm` crate: any element type and group count.
+fn forward_gemm<T: GemmElem>(
     x: &[T],
     w: &[T],
     g: &ConvGeometry,
@@ -566,7 +611,7 @@ impl CustomOp2 for ConvGemmGradWeight {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::conv::{conv2d, Conv2dParams};
     use crate::gradcheck::{assert_close, uniform};
@@ -574,7 +619,7 @@ mod tests {
 
     /// The straightforward convolution and its two gradients, one multiply-add at a time:
     /// `(y, dx, dw)` for the output gradient `dy`.
-    fn direct(x: &[f64], w: &[f64], dy: &[f64], g: &ConvGeometry) -> [Vec<f64>; 3] {
+    pub(crate) fn direct(x: &[f64], w: &[f64], dy: &[f64], g: &ConvGeometry) -> [Vec<f64>; 3] {
         let win = &g.win;
         let (cg, mg) = (g.c_in / g.groups, g.m());
         let mut y = vec![0.0; g.n * g.c_out * g.l()];

@@ -24,6 +24,8 @@
 mod batch_norm;
 mod conv;
 mod conv_gemm;
+#[cfg(target_arch = "x86_64")]
+mod conv_padded;
 mod depthwise;
 mod dispatch;
 pub mod gradcheck;
