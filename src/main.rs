@@ -19,6 +19,7 @@ fn keep_freed_memory() {
 }
 
 mod commands;
+mod device;
 mod plot;
 mod weights_ref;
 

@@ -450,7 +450,7 @@ pub fn batch_norm_train(
 /// ends each convolution of a ResNet or MobileNet. The activation's backward is a single
 /// masking pass read off the output, instead of Candle's compare, convert and multiply, and
 /// the residual's gradient is that masked gradient itself. Returns `(y, mean, var)` as
-/// [`batch_norm_train`] does.
+/// [`batch_norm_train`] does. Off the CPU, composed from Candle's ops.
 pub fn batch_norm_train_act(
     x: &Tensor,
     gamma: &Tensor,
@@ -472,6 +472,9 @@ pub fn batch_norm_train_act(
             gamma.dims(),
             beta.dims()
         );
+    }
+    if !x.device().is_cpu() {
+        return crate::composed::batch_norm_train_act(x, gamma, beta, eps, residual, act);
     }
     let x = x.contiguous()?;
     let stat_dtype = gamma.dtype();

@@ -184,7 +184,7 @@ pub(crate) fn conv2d_gemm(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Resul
 
 /// Candle's own convolution, for devices without our kernels (asymmetric padding is added
 /// explicitly, as Candle pads both axes alike).
-fn conv2d_candle(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+pub(crate) fn conv2d_candle(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     geometry(x, weight, p)?;
     let (ph, pw) = p.pads();
     if ph == pw {

@@ -16,12 +16,15 @@
 //!   backward (the composed version loses three digits of the input gradient in f32);
 //!   [`batch_norm_train_act`] adds the residual and the activation in the same op.
 //!
-//! Every op is checked against finite differences by [`gradcheck`]. This crate knows nothing
+//! Off the CPU (CUDA with `--features cuda`) each op runs as Candle's own ops composed, checked
+//! against the CPU kernels on the CPU. Every op is checked against finite differences by
+//! [`gradcheck`]. This crate knows nothing
 //! about models; it is the layer under `zoo`.
 
 #![warn(missing_docs)]
 
 mod batch_norm;
+mod composed;
 mod conv;
 mod conv_gemm;
 #[cfg(target_arch = "x86_64")]

@@ -54,6 +54,13 @@ impl Pool2dParams {
         }
     }
 
+    /// Output height and width on an `h × w` input, or a clear error if the window does not
+    /// fit.
+    pub(crate) fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let g = self.geometry(h, w)?;
+        Ok((g.oh, g.ow))
+    }
+
     fn geometry(&self, h: usize, w: usize) -> Result<Geometry> {
         if self.kernel == 0 || self.stride == 0 || 2 * self.padding > self.kernel {
             candle_core::bail!(
@@ -304,14 +311,22 @@ impl CustomOp1 for AvgPoolGrad {
     }
 }
 
-/// Max pooling of `x: (N, C, H, W)`; padding is −∞, so it never wins a window.
+/// Max pooling of `x: (N, C, H, W)`; padding is −∞, so it never wins a window. Off the CPU,
+/// composed from Candle's ops.
 pub fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return crate::composed::max_pool2d(x, p);
+    }
     let (_, _, h, w) = x.dims4()?;
     x.contiguous()?.apply_op1(MaxPool(p.geometry(h, w)?))
 }
 
-/// Average pooling of `x: (N, C, H, W)` (`torch.nn.functional.avg_pool2d`).
+/// Average pooling of `x: (N, C, H, W)` (`torch.nn.functional.avg_pool2d`). Off the CPU,
+/// composed from Candle's ops.
 pub fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return crate::composed::avg_pool2d(x, p);
+    }
     let (_, _, h, w) = x.dims4()?;
     x.contiguous()?.apply_op1(AvgPool(p.geometry(h, w)?))
 }

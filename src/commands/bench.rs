@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use training::optim::NagConfig;
 use training::step::TrainStep;
 use zoo::models::{create_model, ModelSpec};
@@ -32,6 +32,9 @@ pub struct Args {
     /// Loader threads (with `--loader`).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Device to run on: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Time one convolution instead, `C_IN,C_OUT,K,STRIDE,SIZE` (e.g. `64,64,3,1,56`, padding
     /// K/2): forward, and with `--train` forward and both gradients, at `--batch`.
     #[arg(long, value_name = "C_IN,C_OUT,K,STRIDE,SIZE")]
@@ -47,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let spec = ModelSpec::find(&args.model)?;
     let size = args.size.unwrap_or(spec.input_size.1);
-    let device = Device::Cpu;
+    let device = crate::device::parse(&args.device)?;
     let model = create_model(&spec, &device, 0)?;
     let images = ops::gradcheck::uniform(&[args.batch, 3, size, size], 1, &device)?;
     let labels = Tensor::from_vec(
@@ -66,10 +69,12 @@ pub fn run(args: Args) -> Result<()> {
         Ok(())
     };
     run_once()?;
+    device.synchronize()?;
     let start = Instant::now();
     for _ in 0..args.iters {
         run_once()?;
     }
+    device.synchronize()?;
     let seconds_per_iter = start.elapsed().as_secs_f64() / args.iters.max(1) as f64;
     let img_per_s = args.batch as f64 / seconds_per_iter;
     // A training step costs about three forward passes (forward, input and weight gradients).
@@ -147,7 +152,7 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
     let Some((oh, ow)) = p.output_size(size, size, k, k) else {
         anyhow::bail!("--conv {shape}: a {k}x{k} kernel does not fit a {size}x{size} input");
     };
-    let device = Device::Cpu;
+    let device = crate::device::parse(&args.device)?;
     let x = ops::gradcheck::uniform(&[args.batch, c_in, size, size], 1, &device)?;
     let x = candle_core::Var::from_tensor(&x)?;
     let w = ops::gradcheck::uniform(&[c_out, c_in, k, k], 2, &device)?;
@@ -160,10 +165,12 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
         Ok(())
     };
     run_once()?;
+    device.synchronize()?;
     let start = Instant::now();
     for _ in 0..args.iters {
         run_once()?;
     }
+    device.synchronize()?;
     let seconds = start.elapsed().as_secs_f64() / args.iters.max(1) as f64;
     let macs = (args.batch * c_out * oh * ow * c_in * k * k) as f64;
     let passes = if args.train { 3.0 } else { 1.0 };
