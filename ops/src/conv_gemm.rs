@@ -304,21 +304,25 @@ fn forward_gemm<T: GemmElem>(
     let plane_in = g.c_in * g.win.h * g.win.w;
     let plane_out = g.c_out * l;
     let sched = Schedule::new(g.n);
-    let mut out = vec![T::zero(); g.n * plane_out];
-    out.par_chunks_mut(sched.images_per_chunk * plane_out)
+    let total = g.n * plane_out;
+    // Not zero-filled first: the GEMMs write every element (they do not read `dst`).
+    let mut out: Vec<T> = Vec::with_capacity(total);
+    out.spare_capacity_mut()[..total]
+        .par_chunks_mut(sched.images_per_chunk * plane_out)
         .enumerate()
         .for_each(|(chunk, outs)| {
             let mut scratch = Vec::new();
             for (i, y) in outs.chunks_mut(plane_out).enumerate() {
                 let img = chunk * sched.images_per_chunk + i;
                 let cols = image_cols(&x[img * plane_in..][..plane_in], g, &mut scratch);
+                let y = y.as_mut_ptr().cast::<T>();
                 for grp in 0..g.groups {
                     // SAFETY: the three matrices lie inside `y`, `w` and `cols`, whose
                     // lengths are `C_out·L`, `C_out·K` and `groups·K·L`.
                     unsafe {
                         gemm_strided(
                             (m, l, k),
-                            y[grp * m * l..].as_mut_ptr(),
+                            y.add(grp * m * l),
                             l,
                             false,
                             (w[grp * m * k..].as_ptr(), k, 1),
@@ -327,11 +331,15 @@ fn forward_gemm<T: GemmElem>(
                         )
                     }
                 }
+                // SAFETY: the groups' GEMMs wrote all `C_out·L` values of this image.
+                let y = unsafe { std::slice::from_raw_parts_mut(y, plane_out) };
                 if let Some(epilogue) = &epilogue {
                     epilogue.run(y, img, l);
                 }
             }
         });
+    // SAFETY: every image's plane was written above.
+    unsafe { out.set_len(total) };
     out
 }
 

@@ -171,6 +171,55 @@ fn argmax_plane<T: Elem>(img: &[T], g: &Geometry, mut visit: impl FnMut(usize, u
     }
 }
 
+/// `max(a, b)` where a NaN wins, as in the argmax of [`argmax_plane`].
+#[inline]
+fn nan_max<T: Elem>(a: T, b: T) -> T {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+impl Geometry {
+    /// The clipped windows of every output row and of every output column.
+    fn spans(&self) -> (Vec<Span>, Vec<Span>) {
+        let ys = (0..self.oh).map(|o| self.span(o, self.h)).collect();
+        let xs = (0..self.ow).map(|o| self.span(o, self.w)).collect();
+        (ys, xs)
+    }
+}
+
+/// A pooling forward done separably: each input row reduced over every output column's
+/// window into `rows: (H, OW)`, then each output row reduced over its window's rows, whole
+/// rows at a time (contiguous, vectorised). `reduce` must be associative and commutative
+/// (max, sum).
+fn pool_plane<T: Elem>(
+    img: &[T],
+    g: &Geometry,
+    (ys, xs): (&[Span], &[Span]),
+    rows: &mut Vec<T>,
+    dst: &mut [T],
+    reduce: impl Fn(T, T) -> T,
+) {
+    rows.resize(g.h * g.ow, T::zero());
+    for (src, row) in img.chunks_exact(g.w).zip(rows.chunks_exact_mut(g.ow)) {
+        for (r, s) in row.iter_mut().zip(xs) {
+            // Windows are never empty: padding is at most half the kernel.
+            let window = &src[s.start..s.end];
+            *r = window[1..].iter().fold(window[0], |acc, &v| reduce(acc, v));
+        }
+    }
+    for (d, s) in dst.chunks_exact_mut(g.ow).zip(ys) {
+        d.copy_from_slice(&rows[s.start * g.ow..][..g.ow]);
+        for row in rows[(s.start + 1) * g.ow..s.end * g.ow].chunks_exact(g.ow) {
+            for (d, &v) in d.iter_mut().zip(row) {
+                *d = reduce(*d, v);
+            }
+        }
+    }
+}
+
 struct MaxPool(Geometry);
 
 impl CustomOp1 for MaxPool {
@@ -183,10 +232,13 @@ impl CustomOp1 for MaxPool {
         let g = self.0;
         let out = dispatch_float!("max_pool2d", s, |T| {
             let x = contiguous::<T>(s, l, "max_pool2d")?;
+            let (ys, xs) = g.spans();
             let mut out = vec![T::zero(); n * c * g.out_plane()];
             out.par_chunks_mut(g.out_plane())
                 .zip(x.par_chunks(g.in_plane()))
-                .for_each(|(dst, img)| argmax_plane(img, &g, |o, i| dst[o] = img[i]));
+                .for_each_init(Vec::new, |rows, (dst, img)| {
+                    pool_plane(img, &g, (&ys, &xs), rows, dst, nan_max)
+                });
             Ok::<_, candle_core::Error>(out)
         })?;
         Ok((out, Shape::from((n, c, g.oh, g.ow))))
@@ -241,23 +293,18 @@ impl CustomOp1 for AvgPool {
         let g = self.0;
         let out = dispatch_float!("avg_pool2d", s, |T| {
             let x = contiguous::<T>(s, l, "avg_pool2d")?;
+            let (ys, xs) = g.spans();
+            let divisors: Vec<T> = ys
+                .iter()
+                .flat_map(|&y| xs.iter().map(move |&x| T::from_f64(g.divisor(y, x) as f64)))
+                .collect();
             let mut out = vec![T::zero(); n * c * g.out_plane()];
             out.par_chunks_mut(g.out_plane())
                 .zip(x.par_chunks(g.in_plane()))
-                .for_each(|(dst, img)| {
-                    for oy in 0..g.oh {
-                        let ys = g.span(oy, g.h);
-                        for ox in 0..g.ow {
-                            let xs = g.span(ox, g.w);
-                            let mut sum = T::zero();
-                            for y in ys.start..ys.end {
-                                for x in xs.start..xs.end {
-                                    sum += img[y * g.w + x];
-                                }
-                            }
-                            let div = T::from_f64(g.divisor(ys, xs) as f64);
-                            dst[oy * g.ow + ox] = sum / div;
-                        }
+                .for_each_init(Vec::new, |rows, (dst, img)| {
+                    pool_plane(img, &g, (&ys, &xs), rows, dst, |a, b| a + b);
+                    for (d, &div) in dst.iter_mut().zip(&divisors) {
+                        *d /= div;
                     }
                 });
             Ok::<_, candle_core::Error>(out)
@@ -427,6 +474,28 @@ mod tests {
     #[test]
     fn global_avg_pool_gradients() -> Result<()> {
         check_gradients(&[input(5, 3)], |v| global_avg_pool(&v[0]), 1e-6, 1e-6)
+    }
+
+    #[test]
+    fn max_pool_propagates_nan_and_matches_the_argmax() -> Result<()> {
+        let mut values: Vec<f32> = (0..49).map(|v| ((v * 17 % 23) as f32) - 11.0).collect();
+        values[24] = f32::NAN; // centre of a 7×7 plane
+        let x = Tensor::from_vec(values, (1, 1, 7, 7), &Device::Cpu)?;
+        let p = Pool2dParams::new(3, 2).padding(1).ceil_mode(true);
+        let y = max_pool2d(&x, p)?.flatten_all()?.to_vec1::<f32>()?;
+        // Windows around (3, 3) see the NaN; the others match the argmax walk.
+        let g = p.geometry(7, 7)?;
+        let img = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut expected = vec![0.0; y.len()];
+        argmax_plane(&img, &g, |o, i| expected[o] = img[i]);
+        for (o, (&got, &want)) in y.iter().zip(&expected).enumerate() {
+            assert!(
+                got == want || (got.is_nan() && want.is_nan()),
+                "[{o}] {got} vs {want}"
+            );
+        }
+        assert!(y.iter().any(|v| v.is_nan()));
+        Ok(())
     }
 
     #[test]

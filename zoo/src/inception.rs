@@ -86,10 +86,10 @@ fn unit(
         ..Default::default()
     };
     let weight_shape = (c_out, c_in, g.k.0, g.k.1);
-    Ok(ConvBn {
-        conv: Conv2d::with_shape(vb.pp("conv"), weight_shape, params)?,
-        bn: BatchNorm2d::new(vb.pp("bn"), c_out, 1.0, bn)?,
-    })
+    Ok(ConvBn::new(
+        Conv2d::with_shape(vb.pp("conv"), weight_shape, params)?,
+        BatchNorm2d::new(vb.pp("bn"), c_out, 1.0, bn)?,
+    ))
 }
 
 /// A chain of `ConvNormAct`s: one branch of an Inception module.

@@ -1,6 +1,8 @@
 //! The building blocks of the zoo's CNNs: bias-free convolution, batch norm that trains, and
 //! the classifier. Each is built from a [`VarBuilder`] whose path is the tensor's name.
 
+use std::sync::OnceLock;
+
 use candle_core::{DType, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 use ops::{Activation, Conv2dParams};
@@ -211,6 +213,18 @@ impl BatchNorm2d {
         t.reshape((1, (), 1, 1))
     }
 
+    /// Whether any of γ, β or the running statistics is a variable (may change in place).
+    fn has_variables(&self) -> bool {
+        [
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+        ]
+        .iter()
+        .any(|t| t.is_variable())
+    }
+
     /// Normalises `x`; in training (and not frozen), with the batch's statistics, updating
     /// the running ones when they are variables.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -282,9 +296,49 @@ pub struct ConvBn {
     pub conv: Conv2d,
     /// The batch norm on its output.
     pub bn: BatchNorm2d,
+    /// Batch norm folded into the convolution `(dtype, weight, shift)`, kept after the
+    /// first inference forward when the weights are read-only tensors (a network built by
+    /// `Model::frozen`), which cannot change under it.
+    folded: OnceLock<(DType, Tensor, Tensor)>,
 }
 
 impl ConvBn {
+    /// `bn(conv(x))` from its two layers.
+    pub fn new(conv: Conv2d, bn: BatchNorm2d) -> Self {
+        Self {
+            conv,
+            bn,
+            folded: OnceLock::new(),
+        }
+    }
+
+    /// The convolution weight scaled by batch norm's `γ/√(var + ε)` and the shift
+    /// `β − mean·γ/√(var + ε)`, in `dtype`: batch norm with running statistics folded into
+    /// the convolution. Computed once for read-only weights, on every call for variables.
+    fn folded(&self, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let fold = || -> Result<(Tensor, Tensor)> {
+            let (scale, shift) = self.bn.inference_affine(dtype)?;
+            let weight = self
+                .conv
+                .weight()
+                .to_dtype(dtype)?
+                .broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
+            Ok((weight, shift))
+        };
+        if self.conv.weight().is_variable() || self.bn.has_variables() {
+            return fold();
+        }
+        if let Some((d, weight, shift)) = self.folded.get() {
+            if *d == dtype {
+                return Ok((weight.clone(), shift.clone()));
+            }
+        }
+        let (weight, shift) = fold()?;
+        // Another dtype may already sit there; then this one is simply not kept.
+        let _ = self.folded.set((dtype, weight.clone(), shift.clone()));
+        Ok((weight, shift))
+    }
+
     /// `bn(conv(x))`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_with(x, train, None, Activation::Identity)
@@ -306,12 +360,7 @@ impl ConvBn {
                 .bn
                 .forward_with(&self.conv.forward(x)?, train, residual, act);
         }
-        let (scale, shift) = self.bn.inference_affine(x.dtype())?;
-        let weight = self
-            .conv
-            .weight()
-            .to_dtype(x.dtype())?
-            .broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
+        let (weight, shift) = self.folded(x.dtype())?;
         ops::conv2d_fused(x, &weight, self.conv.params(), &shift, residual, act)
     }
 
@@ -382,6 +431,48 @@ mod tests {
     use candle_core::Device;
     use candle_nn::VarMap;
     use ops::gradcheck::{check_gradients, uniform};
+
+    #[test]
+    fn batch_norm_is_folded_once_only_over_read_only_weights() -> Result<()> {
+        let build = |vb: VarBuilder| -> Result<ConvBn> {
+            let p = Conv2dParams {
+                padding: 1,
+                ..Default::default()
+            };
+            Ok(ConvBn::new(
+                Conv2d::new(vb.pp("conv"), 3, 4, 3, p)?,
+                BatchNorm2d::new(vb.pp("bn"), 4, 1.0, BatchNormConfig::default())?,
+            ))
+        };
+        let vars = VarMap::new();
+        let trainable = build(VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu))?;
+        for (name, var) in vars.data().lock().unwrap().iter() {
+            if !name.ends_with("num_batches_tracked") {
+                var.set(&(uniform(var.dims(), name.len() as u64, &Device::Cpu)? + 1.5)?)?;
+            }
+        }
+        let x = uniform(&[2, 3, 6, 5], 3, &Device::Cpu)?;
+        let expected = trainable.forward_t(&x, false)?;
+        assert!(
+            trainable.folded.get().is_none(),
+            "variables may change: never cached"
+        );
+        let tensors = vars
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+            .collect();
+        let frozen = build(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))?;
+        for _ in 0..2 {
+            let y = frozen.forward_t(&x, false)?;
+            let diff = (y - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "{diff}");
+            assert!(frozen.folded.get().is_some());
+        }
+        Ok(())
+    }
 
     fn bn(vm: &VarMap, dtype: DType) -> BatchNorm2d {
         let vb = VarBuilder::from_varmap(vm, dtype, &Device::Cpu);
@@ -485,10 +576,10 @@ mod tests {
                 padding: 1,
                 ..Default::default()
             };
-            let unit = ConvBn {
-                conv: Conv2d::new(vb.pp("conv"), 3, 4, 3, params)?,
-                bn: BatchNorm2d::new(vb.pp("bn"), 4, 1.0, cfg)?,
-            };
+            let unit = ConvBn::new(
+                Conv2d::new(vb.pp("conv"), 3, 4, 3, params)?,
+                BatchNorm2d::new(vb.pp("bn"), 4, 1.0, cfg)?,
+            );
             for (name, var) in vars.data().lock().unwrap().iter() {
                 if !name.ends_with("num_batches_tracked") {
                     let seed = name.len() as u64;

@@ -102,10 +102,10 @@ fn conv_bn(
     p: Conv2dParams,
     bn: BatchNormConfig,
 ) -> Result<ConvBn> {
-    Ok(ConvBn {
-        conv: Conv2d::new(vb.pp(names.0), c_in, c_out, k, p)?,
-        bn: BatchNorm2d::new(vb.pp(names.1), c_out, 1.0, bn)?,
-    })
+    Ok(ConvBn::new(
+        Conv2d::new(vb.pp(names.0), c_in, c_out, k, p)?,
+        BatchNorm2d::new(vb.pp(names.1), c_out, 1.0, bn)?,
+    ))
 }
 
 impl MobileNetV1 {

@@ -192,10 +192,10 @@ fn conv_bn(
     gamma: f64,
     bn: BatchNormConfig,
 ) -> Result<ConvBn> {
-    Ok(ConvBn {
-        conv: Conv2d::new(vb.pp(names.0), s.c_in, s.c_out, s.kernel, s.params)?,
-        bn: BatchNorm2d::new(vb.pp(names.1), s.c_out, gamma, bn)?,
-    })
+    Ok(ConvBn::new(
+        Conv2d::new(vb.pp(names.0), s.c_in, s.c_out, s.kernel, s.params)?,
+        BatchNorm2d::new(vb.pp(names.1), s.c_out, gamma, bn)?,
+    ))
 }
 
 /// The stem: plain 7×7 or deep 3×3×3, then batch norm, ReLU and the 3×3/2 max-pool.
