@@ -30,7 +30,7 @@ const LANES: usize = 16;
 /// Columns of a register tile: output positions per panel (three vectors).
 const NR: usize = 3 * LANES;
 
-/// Whether this CPU runs the packed kernel (AVX-512F, detected at run time).
+/// Whether this CPU runs the kernel (AVX-512F, detected at run time).
 pub(crate) fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
@@ -159,8 +159,8 @@ unsafe fn microkernel<const NV: usize>(
 /// The output, shared by the threads; each writes only its own columns.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
-// SAFETY: the threads write disjoint elements (their own column ranges) and nothing reads
-// the buffer until all of them are done.
+// SAFETY: the threads write disjoint elements (the output positions of their own panels)
+// and nothing reads the buffer until all of them are done.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
@@ -173,9 +173,10 @@ struct Panel {
     runs: Vec<Run>,
 }
 
-/// B read in place: the input padded once, so that output position `(oy, ox)` of an image is column `q = oy·Wp + ox` and its
-/// row `k = (c, i, j)` sits at `q + c·Hp·Wp + i·d·Wp + j·d` of that image's padded planes.
-/// The `Wp − OW` columns between two output rows are computed and dropped.
+/// B read in place: the input padded once, so that output position `(oy, ox)` of an image
+/// is column `q = oy·Wp + ox` and its row `k = (c, i, j)` sits at `q + c·Hp·Wp + i·d·Wp + j·d`
+/// of that image's padded planes. The `Wp − OW` columns between two output rows are
+/// computed and dropped.
 struct PaddedInput {
     /// The padded images `(N, C_in, Hp, Wp)`, with slack after the last image for the
     /// widest panel's reads.
