@@ -14,8 +14,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv_gemm::{with_activation, Activation};
 use crate::dispatch::{contiguous, dispatch_float, Elem};
+use crate::epilogue::{with_activation, Activation};
 use num_traits::Zero as _;
 
 /// Rows of the packed per-channel parameter tensor that [`batch_norm_train`] passes to its op.

@@ -4,7 +4,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::conv_gemm::Activation;
+use crate::epilogue::Activation;
 use crate::pool::Pool2dParams;
 
 /// `x: (N, C, H, W)` padded by `pad` on every side with `inner`, then cut or extended (with

@@ -3,7 +3,8 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::conv_gemm::{Activation, ConvGemm, ConvGemmFused, ConvGeometry};
+use crate::conv_gemm::{ConvGemm, ConvGemmFused, ConvGeometry};
+use crate::epilogue::Activation;
 use crate::im2col::Window;
 use crate::shape::pool_output_size;
 

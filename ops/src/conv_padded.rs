@@ -21,7 +21,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::conv_gemm::{ConvGeometry, Epilogue};
+use crate::conv_gemm::ConvGeometry;
+use crate::epilogue::Epilogue;
 
 /// Rows of a register tile: output channels per weight panel.
 const MR: usize = 8;

@@ -12,8 +12,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use crate::conv::Conv2dParams;
-use crate::conv_gemm::{with_activation, Activation};
 use crate::dispatch::{contiguous, dispatch_float, Elem};
+use crate::epilogue::{with_activation, Activation};
 
 /// Geometry of a depthwise convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

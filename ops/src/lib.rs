@@ -31,6 +31,7 @@ mod conv_gemm;
 mod conv_padded;
 mod depthwise;
 mod dispatch;
+mod epilogue;
 pub mod gradcheck;
 mod im2col;
 mod pool;
@@ -38,7 +39,7 @@ mod shape;
 
 pub use batch_norm::{batch_norm_train, batch_norm_train_act};
 pub use conv::{conv2d, conv2d_fused, matmul, Conv2dParams};
-pub use conv_gemm::Activation;
 pub use depthwise::depthwise_conv2d;
+pub use epilogue::Activation;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dParams};
 pub use shape::pool_output_size;
