@@ -5,8 +5,9 @@ prints images/s side by side with the ratios, in one run on one machine.
     pip install torch==2.5.1 timm==1.0.15 onnxruntime numpy
     cargo build --release
     python3 scripts/bench_compare.py --model resnet50d --batch 16 --size 224 [--train]
+    [--device cuda]
 
-Inference compares all three; a training step (forward, cross-entropy backward, Nesterov
+Inference compares all three (ONNX Runtime on the CPU only); a training step (forward, cross-entropy backward, Nesterov
 SGD) compares tricks with PyTorch (ONNX Runtime does not train). A framework that is not
 installed is skipped with a note. Every framework uses all cores, its default.
 """
@@ -29,7 +30,8 @@ def tricks(*args):
 
 
 def bench_tricks(a):
-    args = ["bench", "--model", a.model, "--batch", str(a.batch), "--size", str(a.size), "--iters", str(a.iters)]
+    args = ["bench", "--model", a.model, "--batch", str(a.batch), "--size", str(a.size), "--iters", str(a.iters),
+            "--device", a.device]
     line = tricks(*args, *(["--train"] if a.train else []))
     return float(re.search(r"([\d.]+) img/s", line).group(1))
 
@@ -40,11 +42,11 @@ def bench_pytorch(a):
         import torch  # noqa: F401
     except ImportError:
         return None
-    return a.batch / seconds_per_iter(a.model, a.batch, a.size, a.train, a.iters)
+    return a.batch / seconds_per_iter(a.model, a.batch, a.size, a.train, a.iters, a.device)
 
 
 def bench_onnxruntime(a):
-    if a.train:
+    if a.train or a.device != "cpu":
         return None
     try:
         import numpy as np
@@ -64,7 +66,8 @@ def main():
     a = workload_args()
     kind = "training step" if a.train else "inference"
     results = {"tricks": bench_tricks(a), "pytorch": bench_pytorch(a), "onnxruntime": bench_onnxruntime(a)}
-    print(f"{a.model} {kind}, batch {a.batch} at {a.size}x{a.size}, {os.cpu_count()} cores")
+    where = f"{os.cpu_count()} cores" if a.device == "cpu" else a.device
+    print(f"{a.model} {kind}, batch {a.batch} at {a.size}x{a.size}, {where}")
     ours = results["tricks"]
     for name, ips in results.items():
         if ips is None:

@@ -20,28 +20,36 @@ def workload_args():
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--train", action="store_true")
     p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (tricks needs --features cuda)")
     return p.parse_args()
 
 
-def timed(fn, iters):
-    """Seconds per call of `fn`, after one untimed warm-up call."""
+def timed(fn, iters, sync=lambda: None):
+    """Seconds per call of `fn`, after one untimed warm-up call; `sync` waits for queued
+    device work before each clock read."""
     fn()
+    sync()
     start = time.perf_counter()
     for _ in range(iters):
         fn()
+    sync()
     return (time.perf_counter() - start) / iters
 
 
-def seconds_per_iter(model_name, batch, size, train, iters):
+def seconds_per_iter(model_name, batch, size, train, iters, device="cpu"):
     """Seconds per inference (no grad) or training step (forward, cross-entropy backward,
-    Nesterov SGD with weight decay), after one untimed warm-up."""
+    Nesterov SGD with weight decay), after one untimed warm-up. On a GPU, TF32 is turned off
+    so that PyTorch computes in f32 as tricks does."""
     import timm
     import torch
 
     torch.manual_seed(0)
-    model = timm.create_model(model_name, pretrained=False)
-    images = torch.rand(batch, 3, size, size) * 2 - 1
-    labels = torch.arange(batch) % 1000
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = timm.create_model(model_name, pretrained=False).to(device)
+    images = (torch.rand(batch, 3, size, size) * 2 - 1).to(device)
+    labels = (torch.arange(batch) % 1000).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
 
     def once():
@@ -56,14 +64,14 @@ def seconds_per_iter(model_name, batch, size, train, iters):
             with torch.no_grad():
                 model(images)
 
-    return timed(once, iters)
+    return timed(once, iters, sync)
 
 
 def main():
     import torch
 
     a = workload_args()
-    per_iter = seconds_per_iter(a.model, a.batch, a.size, a.train, a.iters)
+    per_iter = seconds_per_iter(a.model, a.batch, a.size, a.train, a.iters, a.device)
     kind = "training step" if a.train else "inference"
     print(f"pytorch {torch.__version__} {a.model} {kind} batch {a.batch} at {a.size}x{a.size}: "
           f"{per_iter:.3f} s/iter, {a.batch / per_iter:.2f} img/s ({torch.get_num_threads()} threads)")

@@ -73,12 +73,14 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// parity) and skip the input gradient when the input needs none. bf16 is computed in f32
 /// and rounded back (the `gemm` crate has no bf16 kernel). A depthwise convolution (groups =
 /// input channels = output channels) runs on the direct kernel of
-/// [`crate::depthwise_conv2d`]. On other devices it is Candle's `conv2d`.
+/// [`crate::depthwise_conv2d`]. On other devices it is composed from Candle's ops
+/// (`composed::conv2d`), with gradients exact for any input size there too.
 pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     let (_, c_in, _, _) = x.dims4()?;
     let (c_out, c_in_group, _, _) = weight.dims4()?;
     if !x.device().is_cpu() {
-        return conv2d_candle(x, weight, p);
+        geometry(x, weight, p)?;
+        return crate::composed::conv2d(x, weight, p);
     }
     if x.dtype() == DType::BF16 {
         let y = conv2d(&x.to_dtype(DType::F32)?, &weight.to_dtype(DType::F32)?, p)?;
@@ -181,18 +183,6 @@ pub(crate) fn conv2d_gemm(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Resul
     let g = geometry(x, weight, p)?;
     x.contiguous()?
         .apply_op2(&weight.contiguous()?, ConvGemm(g))
-}
-
-/// Candle's own convolution, for devices without our kernels (asymmetric padding is added
-/// explicitly, as Candle pads both axes alike).
-pub(crate) fn conv2d_candle(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-    geometry(x, weight, p)?;
-    let (ph, pw) = p.pads();
-    if ph == pw {
-        return x.conv2d(weight, ph, p.stride, p.dilation, p.groups);
-    }
-    let padded = x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?;
-    padded.conv2d(weight, 0, p.stride, p.dilation, p.groups)
 }
 
 #[cfg(test)]

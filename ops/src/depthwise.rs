@@ -294,11 +294,11 @@ impl CustomOp2 for DepthwiseGradWeight {
 }
 
 /// Depthwise convolution of `x: (N, C, H, W)` with `weight: (C, 1, kh, kw)` (groups = C);
-/// `p.groups` must equal C. Off the CPU, Candle's grouped convolution.
+/// `p.groups` must equal C. Off the CPU, the sum of its taps composed from Candle's ops.
 pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     let g = geometry(x, weight, p)?;
     if !x.device().is_cpu() {
-        return crate::conv::conv2d_candle(x, weight, p);
+        return crate::composed::conv2d(x, weight, p);
     }
     x.contiguous()?
         .apply_op2(&weight.contiguous()?, Depthwise(g))

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use candle_core::Device;
 use training::data::synth::{generate, SynthConfig};
 use training::recipe::{Precision, Recipe};
 use training::trainer::{EpochMetrics, RunSpec, Trainer};
@@ -112,7 +113,7 @@ pub fn run(args: Args) -> Result<()> {
     for (name, recipe) in recipes(scale.epochs)? {
         let dir = args.out.join(format!("run-{name}"));
         let mut trainer = if dir.join("run.json").exists() {
-            Trainer::resume(&dir)?
+            Trainer::resume(&dir, &Device::Cpu)?
         } else {
             Trainer::create(
                 &dir,
@@ -124,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
                     strict: false,
                     recipe: recipe.clone(),
                 },
+                &Device::Cpu,
             )?
         };
         println!(

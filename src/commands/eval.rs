@@ -63,7 +63,12 @@ pub fn run(args: Args) -> Result<()> {
             strict: args.strict,
         },
     )?;
-    let e = evaluate(model.frozen()?.as_ref(), &loader, DType::F32)?;
+    let e = evaluate(
+        model.frozen()?.as_ref(),
+        &loader,
+        DType::F32,
+        &candle_core::Device::Cpu,
+    )?;
     println!("images       {}", e.images);
     println!("top-1        {:.2}%", 100.0 * e.top1);
     println!("top-5        {:.2}%", 100.0 * e.top5);

@@ -193,6 +193,10 @@ pub struct Args {
     /// Stop at the first unreadable image instead of skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Device to train on: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+    /// A run may resume on another device than it started on.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Recipe overrides.
     #[command(flatten)]
     pub overrides: Overrides,
@@ -243,12 +247,13 @@ pub fn print_epoch(m: &EpochMetrics) {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let device = crate::device::parse(&args.device)?;
     let mut trainer = match &args.resume {
         Some(dir) => {
             if args.init.is_some() {
                 bail!("--init applies to new runs; a resumed run continues from its checkpoint");
             }
-            let t = Trainer::resume(dir)?;
+            let t = Trainer::resume(dir, &device)?;
             println!("resuming {} after epoch {}", dir.display(), t.epochs_done());
             t
         }
@@ -280,6 +285,7 @@ pub fn run(args: Args) -> Result<()> {
                     strict: args.strict,
                     recipe,
                 },
+                &device,
             )?
         }
     };

@@ -158,7 +158,9 @@ impl Nag {
     pub fn load_state(&mut self, lookup: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
         for slot in &mut self.slots {
             slot.velocity = match lookup(&slot.name) {
-                Some(v) if v.dims() == slot.var.dims() => Some(v.to_dtype(slot.var.dtype())?),
+                Some(v) if v.dims() == slot.var.dims() => {
+                    Some(v.to_dtype(slot.var.dtype())?.to_device(slot.var.device())?)
+                }
                 Some(v) => candle_core::bail!(
                     "momentum of {} has shape {:?}, the parameter {:?}",
                     slot.name,

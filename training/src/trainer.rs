@@ -109,21 +109,23 @@ pub struct Evaluation {
 }
 
 /// A model in evaluation mode on `loader`'s batches: loss, top-1/top-5 and the logit-gap
-/// statistic of Section 5.2.
+/// statistic of Section 5.2. `device` is where `net` lives; batches are moved there.
 pub fn evaluate(
     net: &dyn zoo::Classifier,
     loader: &Loader,
     dtype: DType,
+    device: &Device,
 ) -> Result<Evaluation, TrainingError> {
     let mut acc = eval::TopK::default();
     let (mut loss_sum, mut gaps) = (0.0, Vec::new());
     for batch in loader.epoch(0, 0) {
         let batch = batch?;
+        let images = batch.images.to_device(device)?;
         let logits = net
-            .forward_t(&batch.images.to_dtype(dtype)?, false)?
+            .forward_t(&images.to_dtype(dtype)?, false)?
             .to_dtype(DType::F32)?;
         let classes = logits.dim(1)?;
-        let labels = Tensor::new(batch.labels.as_slice(), &Device::Cpu)?;
+        let labels = Tensor::new(batch.labels.as_slice(), logits.device())?;
         let loss = candle_nn::loss::cross_entropy(&logits, &labels)?.to_scalar::<f32>()? as f64;
         loss_sum += loss * batch.labels.len() as f64;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
@@ -158,6 +160,8 @@ pub struct Trainer {
     teacher: Option<Box<dyn zoo::Classifier>>,
     nag: Nag,
     scaler: LossScaler,
+    /// Where the model, the optimiser state and each batch live.
+    device: Device,
     schedule: Schedule,
     train: Loader,
     val: Loader,
@@ -176,8 +180,8 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), TrainingError> {
 }
 
 impl Trainer {
-    /// Starts a new run in `dir` (which must not hold one already).
-    pub fn create(dir: &Path, spec: RunSpec) -> Result<Self, TrainingError> {
+    /// Starts a new run in `dir` (which must not hold one already), training on `device`.
+    pub fn create(dir: &Path, spec: RunSpec, device: &Device) -> Result<Self, TrainingError> {
         spec.recipe.validate().map_err(TrainingError::Config)?;
         if dir.join("run.json").exists() {
             return Err(TrainingError::data(
@@ -186,7 +190,7 @@ impl Trainer {
             ));
         }
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let trainer = Self::build(dir, spec)?;
+        let trainer = Self::build(dir, spec, device)?;
         write_atomic(
             &dir.join("run.json"),
             &serde_json::to_string_pretty(&trainer.spec).expect("serialisable"),
@@ -196,13 +200,14 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// Reopens the run in `dir` at its last checkpoint.
-    pub fn resume(dir: &Path) -> Result<Self, TrainingError> {
+    /// Reopens the run in `dir` at its last checkpoint, on `device` (not necessarily the
+    /// one it started on: checkpoints are device-independent).
+    pub fn resume(dir: &Path, device: &Device) -> Result<Self, TrainingError> {
         let run = dir.join("run.json");
         let text = std::fs::read_to_string(&run).map_err(|e| io(&run, e))?;
         let spec: RunSpec =
             serde_json::from_str(&text).map_err(|e| TrainingError::data(&run, e))?;
-        let mut trainer = Self::build(dir, spec)?;
+        let mut trainer = Self::build(dir, spec, device)?;
         let ckpt = dir.join("checkpoint.safetensors");
         if ckpt.exists() {
             trainer.epochs_done = crate::checkpoint::load(
@@ -235,7 +240,7 @@ impl Trainer {
         Ok(trainer)
     }
 
-    fn build(dir: &Path, spec: RunSpec) -> Result<Self, TrainingError> {
+    fn build(dir: &Path, spec: RunSpec, device: &Device) -> Result<Self, TrainingError> {
         let r = &spec.recipe;
         let classes = ImageFolder::class_names(&spec.data)?;
         let train_set = ImageFolder::open(&spec.data, "train", &classes)?;
@@ -269,7 +274,7 @@ impl Trainer {
             .with_num_classes(classes.len())
             .with_zero_gamma(r.zero_gamma)
             .with_aux_logits(r.aux_logits);
-        let model = create_model_with(&model_spec, &Device::Cpu, r.seed, r.weight_init)?;
+        let model = create_model_with(&model_spec, device, r.seed, r.weight_init)?;
         if let Some(init) = &spec.init {
             zoo::weights::load_for_finetuning(
                 &model.vars,
@@ -284,7 +289,7 @@ impl Trainer {
                     .teacher_model
                     .clone()
                     .unwrap_or_else(|| spec.model.clone());
-                Some(zoo::models::load_pretrained(&arch, Path::new(path))?.frozen()?)
+                Some(zoo::models::load_pretrained_on(&arch, Path::new(path), device)?.frozen()?)
             }
             None => None,
         };
@@ -314,6 +319,7 @@ impl Trainer {
             train,
             val,
             epochs_done: 0,
+            device: device.clone(),
         })
     }
 
@@ -384,8 +390,8 @@ impl Trainer {
                 (epoch * updates_per_epoch + b / r.accumulate).min(self.schedule.total_iters);
             lr = self.schedule.lr(update);
             let mut targets =
-                smoothed_targets(&batch.labels, self.classes, r.label_smoothing, &Device::Cpu)?;
-            let mut x = batch.images.clone();
+                smoothed_targets(&batch.labels, self.classes, r.label_smoothing, &self.device)?;
+            let mut x = batch.images.to_device(&self.device)?;
             if r.mixup_alpha > 0.0 {
                 let seed =
                     r.seed ^ ((epoch as u64) << 40 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -468,7 +474,12 @@ impl Trainer {
             });
         }
         let train_seconds = start.elapsed().as_secs_f64();
-        let eval = evaluate(self.model.frozen()?.as_ref(), &self.val, dtype)?;
+        let eval = evaluate(
+            self.model.frozen()?.as_ref(),
+            &self.val,
+            dtype,
+            &self.device,
+        )?;
         Ok(EpochMetrics {
             epoch: epoch + 1,
             train_loss: loss_sum / batches.max(1) as f64,

@@ -286,9 +286,14 @@ impl Model {
 /// Model `name` with the weights of the safetensors file at `path`, for inference: the
 /// classifier's size is read from the file (none in the file: pooled features).
 pub fn load_pretrained(name: &str, path: &std::path::Path) -> Result<Model> {
+    load_pretrained_on(name, path, &Device::Cpu)
+}
+
+/// [`load_pretrained`], with the model's variables on `device`.
+pub fn load_pretrained_on(name: &str, path: &std::path::Path, device: &Device) -> Result<Model> {
     let tensors = crate::weights::read_tensors(path, &Device::Cpu)?;
     let spec = ModelSpec::find(name)?.shaped_like(&tensors);
-    let model = create_model(&spec, &Device::Cpu, 0)?;
+    let model = create_model(&spec, device, 0)?;
     crate::weights::load_tensors(&model.vars, tensors, path, &spec.name)?;
     Ok(model)
 }
