@@ -14,7 +14,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::dispatch::{contiguous, dispatch_float, Elem};
+use crate::dispatch::{contiguous, dispatch_float, par_filled, Elem};
 use crate::epilogue::{with_activation, Activation};
 use num_traits::Zero as _;
 
@@ -158,11 +158,10 @@ fn normalize_with<T: Elem>(
     hw: usize,
     act: impl Fn(T) -> T + Sync,
 ) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .for_each(|(plane, (dst, src))| {
+    // SAFETY: each plane's every element is written below.
+    unsafe {
+        par_filled(x.len(), hw, |plane, dst| {
+            let src = &x[plane * hw..][..dst.len()];
             let ch = plane % c;
             let scale = p[GAMMA * c + ch] * p[INV_STD * c + ch];
             let shift = p[BETA * c + ch] - p[MEAN * c + ch] * scale;
@@ -171,30 +170,31 @@ fn normalize_with<T: Elem>(
                 Some(r) => {
                     let r = &r[plane * hw..][..hw];
                     for ((d, &v), &rv) in dst.iter_mut().zip(src).zip(r) {
-                        *d = act(v * scale + shift + rv);
+                        d.write(act(v * scale + shift + rv));
                     }
                 }
                 None => {
                     for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = act(v * scale + shift);
+                        d.write(act(v * scale + shift));
                     }
                 }
             }
-        });
-    y
+        })
+    }
 }
 
 /// `g` where the activation's output `y` shows it passed its input on, 0 elsewhere.
 fn mask_gradient<T: Elem>(g: &[T], y: &[T], passes: impl Fn(T) -> bool + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); g.len()];
-    out.par_chunks_mut(1 << 14)
-        .zip(g.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
-        .for_each(|(dst, (gs, ys))| {
+    const PIECE: usize = 1 << 14;
+    // SAFETY: each piece's every element is written below.
+    unsafe {
+        par_filled(g.len(), PIECE, |i, dst| {
+            let (gs, ys) = (&g[i * PIECE..], &y[i * PIECE..]);
             for (d, (&gv, &yv)) in dst.iter_mut().zip(gs.iter().zip(ys)) {
-                *d = if passes(yv) { gv } else { T::zero() };
+                d.write(if passes(yv) { gv } else { T::zero() });
             }
-        });
-    out
+        })
+    }
 }
 
 /// The gradient reaching batch norm's output (and the residual) through the activation:
@@ -408,11 +408,10 @@ impl CustomOp3 for GradInput {
         let dx = dispatch_float!("batch_norm_grad_input", s1, |T| {
             let x = contiguous::<T>(s1, l1, "batch_norm_grad_input")?;
             let g = contiguous::<T>(s2, l2, "batch_norm_grad_input")?;
-            let mut dx = vec![T::zero(); x.len()];
-            dx.par_chunks_mut(hw)
-                .zip(x.par_chunks(hw).zip(g.par_chunks(hw)))
-                .enumerate()
-                .for_each(|(plane, (dst, (xs, gs)))| {
+            // SAFETY: each plane's every element is written below.
+            let dx = unsafe {
+                par_filled(x.len(), hw, |plane, dst| {
+                    let (xs, gs) = (&x[plane * hw..], &g[plane * hw..]);
                     let ch = plane % c;
                     let (mean, inv_std) = (p[MEAN * c + ch], p[INV_STD * c + ch]);
                     let scale = p[GAMMA * c + ch] * inv_std;
@@ -423,9 +422,10 @@ impl CustomOp3 for GradInput {
                     let offset = scale * mean_g;
                     for (d, (&xv, &gv)) in dst.iter_mut().zip(xs.iter().zip(gs)) {
                         let (xv, gv) = (xv.to_f64(), gv.to_f64());
-                        *d = T::from_f64(scale * gv - slope * (xv - mean) - offset);
+                        d.write(T::from_f64(scale * gv - slope * (xv - mean) - offset));
                     }
-                });
+                })
+            };
             Ok::<_, candle_core::Error>(dx)
         })?;
         Ok((dx, l1.shape().clone()))

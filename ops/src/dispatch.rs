@@ -21,6 +21,28 @@ pub(crate) fn contiguous<'a, T: WithDType>(
     }
 }
 
+/// A vector of `len` values written piece by piece in parallel, without zero-filling it
+/// first: `fill(i, piece)` gets piece `i` of `piece` elements (the last one possibly shorter)
+/// and writes each of them.
+///
+/// # Safety
+/// `fill` must write every element of every piece it is given.
+pub(crate) unsafe fn par_filled<T: Send>(
+    len: usize,
+    piece: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(piece.max(1))
+        .enumerate()
+        .for_each(|(i, piece)| fill(i, piece));
+    // SAFETY: every element was written by `fill` (the caller's promise).
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Runs a generic kernel `$f::<T>(args…)` for the element type of `$storage` and wraps the
 /// returned `Vec<T>` back into a `CpuStorage`.
 macro_rules! dispatch_float {
