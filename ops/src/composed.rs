@@ -102,12 +102,19 @@ fn pool_taps(p: &Pool2dParams, h: usize, w: usize) -> Result<Taps> {
     })
 }
 
-/// [`crate::max_pool2d`]: the maximum over the window's taps of the input padded with −∞.
-/// (Candle's own max pooling has no backward when windows overlap.)
+/// [`crate::max_pool2d`]: the maximum over the window's taps of the input padded with −∞
+/// (Candle's own max pooling has no backward when windows overlap; it serves inference).
 pub(crate) fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let taps = pool_taps(&p, h, w)?;
     let pad = (p.padding, p.padding);
+    if !x.track_op() {
+        // Nothing needs a gradient: Candle's own kernel, one pass, on the padded input.
+        let (eh, ew) = taps.extent();
+        let reach = (eh + 1 - p.stride, ew + 1 - p.stride);
+        let xp = padded(x, pad, reach, f64::NEG_INFINITY, f64::NEG_INFINITY)?;
+        return xp.max_pool2d_with_stride(p.kernel, p.stride);
+    }
     let xp = padded(x, pad, taps.extent(), f64::NEG_INFINITY, f64::NEG_INFINITY)?;
     let mut taps = taps.all(&xp)?.into_iter();
     let first = taps.next().expect("a window has at least one tap");
@@ -133,7 +140,8 @@ pub(crate) fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
 }
 
 /// [`crate::conv2d`]: the input padded explicitly and cut to exactly the rows and columns
-/// the windows reach, then Candle's unpadded convolution; a depthwise convolution as the
+/// the windows reach, then Candle's unpadded convolution (Candle's padded one when nothing
+/// needs a gradient); a depthwise convolution as the
 /// sum of its taps, each scaled by its channel's weight. Candle's own backward assumes that
 /// the input's height and width leave the same remainder after the last window; cut to
 /// the windows' reach, both leave none.
@@ -170,6 +178,10 @@ pub(crate) fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Ten
             });
         }
         return Ok(y.expect("a window has at least one tap"));
+    }
+    if ph == pw && !x.track_op() && !weight.track_op() {
+        // Nothing needs a gradient: Candle pads inside its kernel.
+        return x.conv2d(weight, ph, p.stride, p.dilation, p.groups);
     }
     let (eh, ew) = taps.extent();
     let reach = (eh + 1 - p.stride, ew + 1 - p.stride);
@@ -211,14 +223,15 @@ mod tests {
         (uniform(shape, seed, &Device::Cpu).unwrap() * 3.0).unwrap()
     }
 
-    /// `f` and `g` agree in value and in the gradient of a random weighting of their
-    /// output with respect to every input.
+    /// `f` and `g` agree in value, on plain tensors (inference) and on variables, and in the
+    /// gradient of a random weighting of their output with respect to every input.
     fn same_values_and_gradients(
         inputs: &[Tensor],
         f: impl Fn(&[Tensor]) -> Result<Tensor>,
         g: impl Fn(&[Tensor]) -> Result<Tensor>,
         tol: f64,
     ) -> Result<()> {
+        assert_close(&f(inputs)?, &g(inputs)?, tol);
         let vars = inputs
             .iter()
             .map(Var::from_tensor)
