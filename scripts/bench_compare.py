@@ -7,12 +7,15 @@ prints images/s side by side with the ratios, in one run on one machine.
     python3 scripts/bench_compare.py --model resnet50d --batch 16 --size 224 [--train]
     [--device cuda]
 
-Inference compares all three (ONNX Runtime on the CPU only); a training step (forward, cross-entropy backward, Nesterov
-SGD) compares tricks with PyTorch (ONNX Runtime does not train). A framework that is not
-installed is skipped with a note. Every framework uses all cores, its default.
+Inference compares all three (ONNX Runtime on the CPU only); a training step (forward,
+cross-entropy backward, Nesterov SGD) compares tricks with PyTorch (ONNX Runtime does not
+train). A framework that is not installed is skipped with a note. Every framework uses all
+cores, its default. With `--repeat N` the frameworks run in turn N times (so that a slow
+spell of a shared machine hits all of them) and the median and range of each are printed.
 """
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,11 +48,11 @@ def bench_pytorch(a):
     return a.batch / seconds_per_iter(a.model, a.batch, a.size, a.train, a.iters, a.device)
 
 
-def bench_onnxruntime(a):
+def onnxruntime_session(a):
+    """An ONNX Runtime session on our exported model, or None where it does not apply."""
     if a.train or a.device != "cpu":
         return None
     try:
-        import numpy as np
         import onnxruntime as ort
     except ImportError:
         return None
@@ -57,7 +60,12 @@ def bench_onnxruntime(a):
         weights = os.path.join(tmp, "w.safetensors")
         tricks("init", "--model", a.model, "--out", weights)
         tricks("export", weights, "--model", a.model, "--onnx", "--out", tmp)
-        session = ort.InferenceSession(os.path.join(tmp, "model.onnx"), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(os.path.join(tmp, "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def bench_onnxruntime(a, session):
+    import numpy as np
+
     x = (np.random.default_rng(0).random((a.batch, 3, a.size, a.size), dtype=np.float32) * 2 - 1)
     return a.batch / timed(lambda: session.run(None, {"input": x}), a.iters)
 
@@ -65,16 +73,24 @@ def bench_onnxruntime(a):
 def main():
     a = workload_args()
     kind = "training step" if a.train else "inference"
-    results = {"tricks": bench_tricks(a), "pytorch": bench_pytorch(a), "onnxruntime": bench_onnxruntime(a)}
+    session = onnxruntime_session(a)
+    runs = {"tricks": [], "pytorch": [], "onnxruntime": []}
+    for _ in range(max(a.repeat, 1)):
+        runs["tricks"].append(bench_tricks(a))
+        runs["pytorch"].append(bench_pytorch(a))
+        runs["onnxruntime"].append(bench_onnxruntime(a, session) if session else None)
     where = f"{os.cpu_count()} cores" if a.device == "cpu" else a.device
-    print(f"{a.model} {kind}, batch {a.batch} at {a.size}x{a.size}, {where}")
-    ours = results["tricks"]
-    for name, ips in results.items():
+    rounds = f", median of {a.repeat} rounds" if a.repeat > 1 else ""
+    print(f"{a.model} {kind}, batch {a.batch} at {a.size}x{a.size}, {where}{rounds}")
+    median = {name: statistics.median(v) if None not in v else None for name, v in runs.items()}
+    ours = median["tricks"]
+    for name, ips in median.items():
         if ips is None:
             print(f"  {name:<12} -")
             continue
         ratio = "" if name == "tricks" else f"  tricks/{name} = {ours / ips:.2f}x"
-        print(f"  {name:<12} {ips:8.2f} img/s{ratio}")
+        spread = f" ({min(runs[name]):.2f}-{max(runs[name]):.2f})" if a.repeat > 1 else ""
+        print(f"  {name:<12} {ips:8.2f} img/s{spread}{ratio}")
 
 
 if __name__ == "__main__":

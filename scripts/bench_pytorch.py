@@ -21,6 +21,8 @@ def workload_args():
     p.add_argument("--train", action="store_true")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (tricks needs --features cuda)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of all frameworks in turn; the median of each is reported")
     return p.parse_args()
 
 
