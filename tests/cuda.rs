@@ -265,7 +265,9 @@ fn network_matches_the_cpu(name: &str, size: usize, tol: f64) -> Result<()> {
 
 #[test]
 fn resnet50d_matches_the_cpu() -> Result<()> {
-    network_matches_the_cpu("resnet50d", 64, 2e-3)
+    // The stem's gradients come back through 50 layers of f32 sums in two orders: one H200
+    // run measured 2.6e-3 of the largest value for `conv1.3.weight`, another under 2e-3.
+    network_matches_the_cpu("resnet50d", 64, 5e-3)
 }
 
 #[test]
