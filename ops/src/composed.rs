@@ -55,15 +55,21 @@ struct Taps {
 }
 
 impl Taps {
-    /// Rows and columns the windows reach on the padded input, plus `stride − 1` of slack
-    /// so that every [`Taps::tap`] is a whole number of strides long.
-    fn extent(&self) -> (usize, usize) {
-        let span =
-            |o: usize, k: usize| (o - 1) * self.stride + (k - 1) * self.dilation + self.stride;
+    /// Rows and columns the windows reach on the padded input: `(o − 1)·stride +
+    /// (k − 1)·dilation + 1` per axis.
+    fn reach(&self) -> (usize, usize) {
+        let span = |o: usize, k: usize| (o - 1) * self.stride + (k - 1) * self.dilation + 1;
         (
             span(self.out.0, self.kernel.0),
             span(self.out.1, self.kernel.1),
         )
+    }
+
+    /// [`Taps::reach`] plus `stride − 1` of slack, so that every [`Taps::tap`] is a whole
+    /// number of strides long.
+    fn extent(&self) -> (usize, usize) {
+        let (h, w) = self.reach();
+        (h + self.stride - 1, w + self.stride - 1)
     }
 
     /// Tap `(i, j)` of every window, `(N, C, OH, OW)`: element `(oy, ox)` is
@@ -110,9 +116,7 @@ pub(crate) fn max_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
     let pad = (p.padding, p.padding);
     if !x.track_op() {
         // Nothing needs a gradient: Candle's own kernel, one pass, on the padded input.
-        let (eh, ew) = taps.extent();
-        let reach = (eh + 1 - p.stride, ew + 1 - p.stride);
-        let xp = padded(x, pad, reach, f64::NEG_INFINITY, f64::NEG_INFINITY)?;
+        let xp = padded(x, pad, taps.reach(), f64::NEG_INFINITY, f64::NEG_INFINITY)?;
         return xp.max_pool2d_with_stride(p.kernel, p.stride);
     }
     let xp = padded(x, pad, taps.extent(), f64::NEG_INFINITY, f64::NEG_INFINITY)?;
@@ -183,9 +187,7 @@ pub(crate) fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Ten
         // Nothing needs a gradient: Candle pads inside its kernel.
         return x.conv2d(weight, ph, p.stride, p.dilation, p.groups);
     }
-    let (eh, ew) = taps.extent();
-    let reach = (eh + 1 - p.stride, ew + 1 - p.stride);
-    padded(x, (ph, pw), reach, 0.0, 0.0)?.conv2d(weight, 0, p.stride, p.dilation, p.groups)
+    padded(x, (ph, pw), taps.reach(), 0.0, 0.0)?.conv2d(weight, 0, p.stride, p.dilation, p.groups)
 }
 
 /// [`crate::batch_norm_train_act`]: the batch's mean and biased variance per channel, the
