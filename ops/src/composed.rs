@@ -145,23 +145,18 @@ pub(crate) fn avg_pool2d(x: &Tensor, p: Pool2dParams) -> Result<Tensor> {
 
 /// [`crate::conv2d`]: the input padded explicitly and cut to exactly the rows and columns
 /// the windows reach, then Candle's unpadded convolution (Candle's padded one when nothing
-/// needs a gradient); a depthwise convolution as the
-/// sum of its taps, each scaled by its channel's weight. Candle's own backward assumes that
-/// the input's height and width leave the same remainder after the last window; cut to
-/// the windows' reach, both leave none.
+/// needs a gradient); a depthwise convolution as the sum of its taps, each scaled by its
+/// channel's weight. Candle's own backward assumes that the input's height and width leave
+/// the same remainder after the last window; cut to the windows' reach, both leave none.
 pub(crate) fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     let (_, c_in, h, w) = x.dims4()?;
     let (c_out, c_in_group, kh, kw) = weight.dims4()?;
     let (ph, pw) = p.pads();
-    let out_len = |len: usize, pad: usize, k: usize| -> Result<usize> {
-        let span = p.dilation * (k - 1) + 1;
-        if len + 2 * pad < span {
-            candle_core::bail!("conv2d: a {kh}x{kw} window does not fit a {h}x{w} input");
-        }
-        Ok((len + 2 * pad - span) / p.stride + 1)
+    let Some(out) = p.output_size(h, w, kh, kw) else {
+        candle_core::bail!("conv2d: a {kh}x{kw} kernel does not fit a {h}x{w} input");
     };
     let taps = Taps {
-        out: (out_len(h, ph, kh)?, out_len(w, pw, kw)?),
+        out,
         kernel: (kh, kw),
         stride: p.stride,
         dilation: p.dilation,
