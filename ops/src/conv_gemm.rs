@@ -60,6 +60,10 @@ impl ConvGeometry {
 
 /// An element type the `gemm` crate multiplies: f32, f64 and f16.
 pub(crate) trait GemmElem: Elem {
+    /// Whether 3×3 stride-1 convolutions take Winograd's F(2×2, 3×3) ([`crate::winograd`]):
+    /// its transforms add and subtract up to 16 values, too coarse for f16.
+    const WINOGRAD: bool = true;
+
     /// The forward on a faster kernel of this type where one applies, else `None`.
     fn forward_fast(
         _x: &[Self],
@@ -88,7 +92,9 @@ impl GemmElem for f32 {
     }
 }
 impl GemmElem for f64 {}
-impl GemmElem for half::f16 {}
+impl GemmElem for half::f16 {
+    const WINOGRAD: bool = false;
+}
 
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each operand given by its pointer and its
 /// (row, column) strides in elements.
@@ -97,7 +103,7 @@ impl GemmElem for half::f16 {}
 /// Every pointer must address a matrix of the given shape and strides inside one live
 /// allocation, and `dst` must not overlap the operands.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_strided<T: GemmElem>(
+pub(crate) unsafe fn gemm_strided<T: GemmElem>(
     (m, n, k): (usize, usize, usize),
     dst: *mut T,
     dst_rs: usize,
@@ -184,6 +190,9 @@ fn forward<T: GemmElem>(
     g: &ConvGeometry,
     epilogue: Option<Epilogue<'_, T>>,
 ) -> Vec<T> {
+    if T::WINOGRAD && crate::winograd::pays(g) {
+        return crate::winograd::forward(x, w, g, epilogue.as_ref());
+    }
     if let Some(out) = T::forward_fast(x, w, g, epilogue.as_ref()) {
         return out;
     }
@@ -242,6 +251,9 @@ fn forward_gemm<T: GemmElem>(
 
 /// Input gradient `(N, C_in, H, W)` from the output gradient and the weight.
 fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
+    if T::WINOGRAD && crate::winograd::pays(g) {
+        return crate::winograd::grad_input(grad, w, g);
+    }
     let (k, m, l) = (g.k(), g.m(), g.l());
     let plane_in = g.c_in * g.win.h * g.win.w;
     let plane_out = g.c_out * l;

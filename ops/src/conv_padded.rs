@@ -22,6 +22,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::conv_gemm::ConvGeometry;
+use crate::dispatch::SharedMut;
 use crate::epilogue::Epilogue;
 
 /// Rows of a register tile: output channels per weight panel.
@@ -73,7 +74,7 @@ fn lane_mask(len: usize) -> __mmask16 {
 /// Where a tile goes: the output rows of channels `c0 ..` at the tile's runs, through the
 /// epilogue.
 struct TileStore<'a> {
-    out: SharedOut,
+    out: SharedMut<f32>,
     c0: usize,
     rows: usize,
     runs: &'a [Run],
@@ -156,14 +157,6 @@ unsafe fn microkernel<const NV: usize>(
         }
     }
 }
-
-/// The output, shared by the threads; each writes only its own columns.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: the threads write disjoint elements (the output positions of their own panels)
-// and nothing reads the buffer until all of them are done.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 /// One panel of B: `width` columns from element `start` of the padded images, and the
 /// output positions they fill.
@@ -297,7 +290,7 @@ pub(crate) fn forward(
     let panels = plan(g, &src);
     let threads = rayon::current_num_threads().max(1);
     let mut out: Vec<f32> = Vec::with_capacity(total);
-    let shared = SharedOut(out.as_mut_ptr());
+    let shared = SharedMut(out.as_mut_ptr());
     panels
         .par_chunks(panels.len().div_ceil(threads))
         .for_each(|share| {

@@ -43,6 +43,21 @@ pub(crate) unsafe fn par_filled<T: Send>(
     v
 }
 
+/// An output buffer shared by the threads of a kernel, each writing only its own elements.
+#[derive(Debug)]
+pub(crate) struct SharedMut<T>(pub *mut T);
+
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedMut<T> {}
+// SAFETY: the kernels that share one write disjoint elements, and nothing reads the buffer
+// until all of them are done.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
 /// Runs a generic kernel `$f::<T>(args…)` for the element type of `$storage` and wraps the
 /// returned `Vec<T>` back into a `CpuStorage`.
 macro_rules! dispatch_float {

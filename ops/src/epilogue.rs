@@ -90,19 +90,30 @@ impl<T: Elem> Epilogue<'_, T> {
     }
 
     fn run_with(&self, y: &mut [T], img: usize, l: usize, act: impl Fn(T) -> T) {
-        let residual = self.residual.map(|r| &r[img * y.len()..][..y.len()]);
+        let first = img * y.len();
         for (c, row) in y.chunks_exact_mut(l).enumerate() {
-            let b = self.bias[c];
-            match residual {
-                Some(r) => {
-                    for (v, &r) in row.iter_mut().zip(&r[c * l..][..l]) {
-                        *v = act(*v + b + r);
-                    }
+            self.run_at_with(row, c, first + c * l, &act);
+        }
+    }
+
+    /// Applies the epilogue to `y`, a run of output channel `c` starting at flat index `at`
+    /// of the whole output `(N, C_out, OH, OW)`.
+    pub(crate) fn run_at(&self, y: &mut [T], c: usize, at: usize) {
+        with_activation!(self.act, T, |act| self.run_at_with(y, c, at, &act))
+    }
+
+    fn run_at_with(&self, y: &mut [T], c: usize, at: usize, act: &impl Fn(T) -> T) {
+        let b = self.bias[c];
+        match self.residual {
+            Some(r) => {
+                let len = y.len();
+                for (v, &r) in y.iter_mut().zip(&r[at..][..len]) {
+                    *v = act(*v + b + r);
                 }
-                None => {
-                    for v in row.iter_mut() {
-                        *v = act(*v + b);
-                    }
+            }
+            None => {
+                for v in y.iter_mut() {
+                    *v = act(*v + b);
                 }
             }
         }

@@ -2,7 +2,9 @@
 //! Candle 0.11 lacks or gets wrong.
 //!
 //! - [`conv2d`]: 2-D convolution as per-image im2col + GEMM with both gradients as GEMMs,
-//!   exact for any input size (Candle's own `conv2d` backward assumes H and W share parity).
+//!   exact for any input size (Candle's own `conv2d` backward assumes H and W share parity);
+//!   3×3 stride-1 convolutions with at least 64 channels take Winograd's F(2×2, 3×3)
+//!   (forward and input gradient) on the CPU.
 //! - [`conv2d_fused`]: the inference form `act(conv(x) + bias + residual)`, with batch norm's
 //!   shift, the shortcut and the [`Activation`] applied to each image's output right after
 //!   its GEMM (composed ops, with gradients, whenever something needs one).
@@ -36,6 +38,7 @@ pub mod gradcheck;
 mod im2col;
 mod pool;
 mod shape;
+mod winograd;
 
 pub use batch_norm::{batch_norm_train, batch_norm_train_act};
 pub use conv::{conv2d, conv2d_fused, matmul, Conv2dParams};

@@ -1,0 +1,646 @@
+//! Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional
+//! Neural Networks", CVPR 2016) for the 3×3 stride-1 convolutions of ResNet's bottlenecks and
+//! stem: 16 multiplications per 2×2 output tile and input channel instead of 36.
+//!
+//! For a 4×4 input patch `d` and a 3×3 filter `g`, the 2×2 output tile is
+//! `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over input channels, the element-wise product becomes
+//! one GEMM per position `p = (ξ, ν)` of the 4×4 transformed tile:
+//!
+//! `M[p] (C_out × T) = U[p] (C_out × C_in) · V[p] (C_in × T)`,
+//!
+//! with `U = G g Gᵀ` the transformed filters and `V = Bᵀ d B` the transformed tiles (`T` of
+//! them). The tiles are processed in blocks of whole tile rows, sized so that a block's `V`
+//! and `M` stay in the L2 cache, one block per task with single-threaded GEMMs; the output
+//! transform applies the epilogue as it writes each row.
+//!
+//! The transforms run along rows of tiles, so each of their steps is a vector operation over
+//! the tiles of a row. The input gradient of such a convolution is again one (the output
+//! gradient correlated with the flipped, transposed filters, padding `2 − pad`): the
+//! backward takes the same path through [`grad_input`].
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::conv_gemm::{gemm_strided, ConvGeometry, GemmElem};
+use crate::dispatch::SharedMut;
+use crate::epilogue::Epilogue;
+use crate::im2col::Window;
+
+/// Positions of a transformed tile (4×4).
+const POSITIONS: usize = 16;
+
+/// Values of `V` (or `M`) per position that a block aims at: 16 positions of 16 Ki f32
+/// values each are 1 MiB, half of a Sapphire Rapids core's L2.
+const BLOCK_VALUES: usize = 16 * 1024;
+
+/// Whether [`forward`] can compute this convolution: one group, a 3×3 window, stride 1, no
+/// dilation and at most 2 pixels of padding (so the input gradient is one too).
+pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    let w = &g.win;
+    g.groups == 1
+        && (w.kh, w.kw, w.stride, w.dilation) == (3, 3, 1, 1)
+        && w.pad_h <= 2
+        && w.pad_w <= 2
+}
+
+/// Whether [`forward`] is the faster path for this convolution: it [`applies`], both
+/// channel counts are at least 64 and the output is at least 14 wide. The transforms cost
+/// per input and output value what the GEMMs cost per value and channel, so with few
+/// channels (ResNet-D's 32-channel stem) they outweigh the saved multiplications; on 7×7
+/// maps a row's spare tile slot is a quarter of the GEMM (docs/performance.md).
+pub(crate) fn pays(g: &ConvGeometry) -> bool {
+    applies(g) && g.c_in >= 64 && g.c_out >= 64 && g.win.ow >= 14
+}
+
+/// `U = G g Gᵀ` for every (output, input) channel pair of `w: (C_out, C_in, 3, 3)`, as 16
+/// matrices `(C_out, C_in)`, with `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
+///
+/// The pairs go in chunks, their 9 taps transposed to 9 rows first, so that each step of
+/// both products with `G` is a vector operation over the chunk's pairs.
+fn transform_filters<T: GemmElem>(w: &[T], pairs: usize) -> Vec<T> {
+    const CHUNK: usize = 256;
+    let half = T::from_f64(0.5);
+    let mut u = vec![T::zero(); POSITIONS * pairs];
+    let mut taps = [T::zero(); 9 * CHUNK];
+    let mut columns = [T::zero(); 12 * CHUNK];
+    for start in (0..pairs).step_by(CHUNK) {
+        let len = CHUNK.min(pairs - start);
+        for (i, f) in w[start * 9..][..len * 9].chunks_exact(9).enumerate() {
+            for (t, &v) in f.iter().enumerate() {
+                taps[t * CHUNK + i] = v;
+            }
+        }
+        // G g: row i of the product, column b, at `columns[(i·3 + b)·CHUNK ..]`.
+        for b in 0..3 {
+            let tap = |t: usize| &taps[t * CHUNK..][..len];
+            let (f0, f1, f2) = (tap(b), tap(3 + b), tap(6 + b));
+            for i in 0..4 {
+                g_row(
+                    i,
+                    [f0, f1, f2],
+                    half,
+                    &mut columns[(i * 3 + b) * CHUNK..][..len],
+                );
+            }
+        }
+        // (G g) Gᵀ: position (i, j).
+        for i in 0..4 {
+            let column = |b: usize| &columns[(i * 3 + b) * CHUNK..][..len];
+            let (c0, c1, c2) = (column(0), column(1), column(2));
+            for j in 0..4 {
+                g_row(
+                    j,
+                    [c0, c1, c2],
+                    half,
+                    &mut u[(i * 4 + j) * pairs + start..][..len],
+                );
+            }
+        }
+    }
+    u
+}
+
+/// Row `i` of `G` applied to three vectors: `out = (G [a, b, c])[i]`, element-wise.
+#[inline(always)]
+fn g_row<T: GemmElem>(i: usize, [a, b, c]: [&[T]; 3], half: T, out: &mut [T]) {
+    match i {
+        0 => out.copy_from_slice(a),
+        1 => {
+            for (o, ((&a, &b), &c)) in out.iter_mut().zip(a.iter().zip(b).zip(c)) {
+                *o = (a + b + c) * half;
+            }
+        }
+        2 => {
+            for (o, ((&a, &b), &c)) in out.iter_mut().zip(a.iter().zip(b).zip(c)) {
+                *o = (a - b + c) * half;
+            }
+        }
+        _ => out.copy_from_slice(c),
+    }
+}
+
+/// Tiling of the output: `th × tw` tiles of 2×2 per image, processed in blocks of
+/// `rows_per_block` tile rows (counted over the whole batch, image after image).
+///
+/// Within a block every tile row has `tw + 1` slots: the padded input rows are `2·(tw + 1)`
+/// values long, so tile slot `f` of the block starts at value `2f` of its stacked rows and
+/// each transform step is one long vector loop over all the block's slots. The spare slot
+/// of each row is computed and never written out.
+#[derive(Debug, Clone, Copy)]
+struct Tiling {
+    th: usize,
+    tw: usize,
+    rows_per_block: usize,
+}
+
+impl Tiling {
+    fn new(g: &ConvGeometry) -> Self {
+        let (th, tw) = (g.win.oh.div_ceil(2), g.win.ow.div_ceil(2));
+        let rows = g.n * th;
+        let by_cache = BLOCK_VALUES / (g.c_in.max(g.c_out) * (tw + 1)).max(1);
+        // At least two blocks per thread where the batch allows, so both cores stay busy.
+        let by_threads = rows.div_ceil(2 * rayon::current_num_threads().max(1));
+        Self {
+            th,
+            tw,
+            rows_per_block: by_cache.min(by_threads).max(1),
+        }
+    }
+
+    fn rows(&self, n: usize) -> usize {
+        n * self.th
+    }
+
+    /// Values in one padded row, `2·(tw + 1)`.
+    fn row_len(&self) -> usize {
+        2 * (self.tw + 1)
+    }
+}
+
+/// One task's buffers, reused from block to block.
+struct Scratch<T> {
+    /// `V`: 16 matrices `(C_in, slots)`.
+    v: Vec<T>,
+    /// `M`: 16 matrices `(C_out, slots)`.
+    m: Vec<T>,
+    /// The 4 stacks of padded input rows (row `2·ty + q − pad` of each tile row), then the
+    /// same after the vertical step.
+    stacked: Vec<T>,
+    transformed: Vec<T>,
+    /// Even and odd values of one transformed stack.
+    even: Vec<T>,
+    odd: Vec<T>,
+    /// The output transform's intermediate rows: 8 after `Aᵀ ·`, 4 after `· A`, 2 output
+    /// rows per tile row.
+    columns: Vec<T>,
+    tiles: Vec<T>,
+    out: Vec<T>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Self {
+            v: Vec::new(),
+            m: Vec::new(),
+            stacked: Vec::new(),
+            transformed: Vec::new(),
+            even: Vec::new(),
+            odd: Vec::new(),
+            columns: Vec::new(),
+            tiles: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+}
+
+/// The convolution `(N, C_out, OH, OW)` of `x: (N, C_in, H, W)` by `w: (C_out, C_in, 3, 3)`,
+/// with the optional epilogue. Call only when [`applies`].
+pub(crate) fn forward<T: GemmElem>(
+    x: &[T],
+    w: &[T],
+    g: &ConvGeometry,
+    epilogue: Option<&Epilogue<'_, T>>,
+) -> Vec<T> {
+    assert!(applies(g), "Winograd F(2x2, 3x3) does not apply to {g:?}");
+    let tiling = Tiling::new(g);
+    let u = transform_filters(w, g.c_out * g.c_in);
+    let win = &g.win;
+    let total = g.n * g.c_out * win.oh * win.ow;
+    let mut out: Vec<T> = Vec::with_capacity(total);
+    let dst = SharedMut(out.as_mut_ptr());
+    let rows = tiling.rows(g.n);
+    let blocks = rows.div_ceil(tiling.rows_per_block);
+    let threads = rayon::current_num_threads().max(1).min(blocks);
+    (0..threads).into_par_iter().for_each(|thread| {
+        let mut s = Scratch::default();
+        for block in (thread * blocks / threads)..((thread + 1) * blocks / threads) {
+            let first = block * tiling.rows_per_block;
+            let rows = first..(first + tiling.rows_per_block).min(rows);
+            let job = Block {
+                x,
+                u: &u,
+                g,
+                tiling: &tiling,
+                rows,
+                epilogue,
+            };
+            // SAFETY: the blocks' tile rows are disjoint, so are the output rows they write.
+            unsafe { job.run(dst, &mut s) };
+        }
+    });
+    // SAFETY: the tiles cover every output position, and every block wrote its tiles.
+    unsafe { out.set_len(total) };
+    out
+}
+
+/// One block of tile rows and what it reads.
+struct Block<'a, T> {
+    x: &'a [T],
+    u: &'a [T],
+    g: &'a ConvGeometry,
+    tiling: &'a Tiling,
+    rows: std::ops::Range<usize>,
+    epilogue: Option<&'a Epilogue<'a, T>>,
+}
+
+impl<T: GemmElem> Block<'_, T> {
+    /// Input transform, the 16 GEMMs and the output transform of the block, with the
+    /// transforms' vector loops compiled for AVX-512 where the CPU has it (the crate is
+    /// built for baseline x86-64, whose vectors are 4 floats wide).
+    ///
+    /// # Safety
+    /// `dst` must address the whole output, and no other thread may write this block's
+    /// output rows.
+    unsafe fn run(&self, dst: SharedMut<T>, s: &mut Scratch<T>) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is available; the rest is the caller's promise.
+            return unsafe { self.run_avx512(dst, s) };
+        }
+        // SAFETY: the caller's promise.
+        unsafe { self.run_portable(dst, s) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(&self, dst: SharedMut<T>, s: &mut Scratch<T>) {
+        // SAFETY: the caller's promise.
+        unsafe { self.run_portable(dst, s) }
+    }
+
+    #[inline(always)]
+    unsafe fn run_portable(&self, dst: SharedMut<T>, s: &mut Scratch<T>) {
+        let g = self.g;
+        let slots = self.rows.len() * (self.tiling.tw + 1);
+        transform_input(self.x, g, self.tiling, self.rows.clone(), s);
+        s.m.resize(POSITIONS * g.c_out * slots, T::zero());
+        for p in 0..POSITIONS {
+            // SAFETY: U[p] is `(C_out, C_in)` inside `u`, V[p] `(C_in, slots)` inside
+            // `s.v`, M[p] `(C_out, slots)` inside `s.m`, as sized above.
+            unsafe {
+                gemm_strided(
+                    (g.c_out, slots, g.c_in),
+                    s.m[p * g.c_out * slots..].as_mut_ptr(),
+                    slots,
+                    false,
+                    (self.u[p * g.c_out * g.c_in..].as_ptr(), g.c_in, 1),
+                    (s.v[p * g.c_in * slots..].as_ptr(), slots, 1),
+                    Parallelism::None,
+                )
+            }
+        }
+        // SAFETY: the caller's promise.
+        unsafe { transform_output(dst, g, self.tiling, self.rows.clone(), self.epilogue, s) };
+    }
+}
+
+/// `out[f] = op(a[f], b[f])` over equal lengths: one vectorised step of a transform.
+#[inline(always)]
+fn zip2<T: Copy>(out: &mut [T], a: &[T], b: &[T], op: impl Fn(T, T) -> T) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = op(a, b);
+    }
+}
+
+/// `out[f] = op(a[f], b[f], c[f])` over equal lengths.
+#[inline(always)]
+fn zip3<T: Copy>(out: &mut [T], a: &[T], b: &[T], c: &[T], op: impl Fn(T, T, T) -> T) {
+    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o = op(a, b, c);
+    }
+}
+
+/// The same step of `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`
+/// applied to four vectors `d`, row `i`: `out = (Bᵀ d)[i]`.
+#[inline(always)]
+fn b_row<T: GemmElem>(i: usize, d: [&[T]; 4], out: &mut [T]) {
+    match i {
+        0 => zip2(out, d[0], d[2], |a, b| a - b),
+        1 => zip2(out, d[1], d[2], |a, b| a + b),
+        2 => zip2(out, d[2], d[1], |a, b| a - b),
+        _ => zip2(out, d[1], d[3], |a, b| a - b),
+    }
+}
+
+/// `V = Bᵀ d B` for the tiles of tile rows `rows`, into `s.v`: the block's 4 stacks of
+/// padded input rows are combined down the rows (`Bᵀ ·`), then split into even and odd
+/// values and combined along the rows (`· B`), each step a vector loop over the block.
+#[inline(always)]
+fn transform_input<T: GemmElem>(
+    x: &[T],
+    g: &ConvGeometry,
+    tiling: &Tiling,
+    rows: std::ops::Range<usize>,
+    s: &mut Scratch<T>,
+) {
+    let win = &g.win;
+    let row_len = tiling.row_len();
+    let slots = rows.len() * (tiling.tw + 1);
+    // Two values past the last row: the spare slot of the last tile row reads them.
+    let stack = rows.len() * row_len + 2;
+    s.v.resize(POSITIONS * g.c_in * slots, T::zero());
+    s.stacked.resize(4 * stack, T::zero());
+    s.transformed.resize(4 * stack, T::zero());
+    s.even.resize(slots + 1, T::zero());
+    s.odd.resize(slots + 1, T::zero());
+    let width = win.w.min(row_len - win.pad_w);
+    for c in 0..g.c_in {
+        for q in 0..4 {
+            let stacked = &mut s.stacked[q * stack..][..stack];
+            for (r, row) in rows.clone().enumerate() {
+                let (img, ty) = (row / tiling.th, row % tiling.th);
+                let padded = &mut stacked[r * row_len..][..row_len];
+                match (2 * ty + q).checked_sub(win.pad_h).filter(|&y| y < win.h) {
+                    Some(y) => {
+                        let plane = (img * g.c_in + c) * win.h * win.w;
+                        padded[..win.pad_w].fill(T::zero());
+                        padded[win.pad_w..][..width]
+                            .copy_from_slice(&x[plane + y * win.w..][..width]);
+                        padded[win.pad_w + width..].fill(T::zero());
+                    }
+                    None => padded.fill(T::zero()),
+                }
+            }
+            stacked[rows.len() * row_len..].fill(T::zero());
+        }
+        let stacked = &s.stacked;
+        let d: [&[T]; 4] = std::array::from_fn(|q| &stacked[q * stack..][..stack]);
+        for i in 0..4 {
+            let t = &mut s.transformed[i * stack..][..stack];
+            b_row(i, d, t);
+            let pairs = t
+                .chunks_exact(2)
+                .zip(s.even.iter_mut().zip(s.odd.iter_mut()));
+            for (pair, (even, odd)) in pairs {
+                *even = pair[0];
+                *odd = pair[1];
+            }
+            // Slot f reads values 2f .. 2f + 3: even[f], odd[f], even[f + 1], odd[f + 1].
+            let (e0, o0) = (&s.even[..slots], &s.odd[..slots]);
+            let (e1, o1) = (&s.even[1..], &s.odd[1..]);
+            for j in 0..4 {
+                let v = &mut s.v[((i * 4 + j) * g.c_in + c) * slots..][..slots];
+                b_row(j, [e0, o0, e1, o1], v);
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` for the tiles of tile rows `rows` (from `s.m`), with
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, written with the epilogue into the output.
+///
+/// # Safety
+/// `dst` must address the whole output `(N, C_out, OH, OW)`, and no other thread may touch
+/// the output rows of these tile rows.
+#[inline(always)]
+unsafe fn transform_output<T: GemmElem>(
+    dst: SharedMut<T>,
+    g: &ConvGeometry,
+    tiling: &Tiling,
+    rows: std::ops::Range<usize>,
+    epilogue: Option<&Epilogue<'_, T>>,
+    s: &mut Scratch<T>,
+) {
+    let win = &g.win;
+    let row_len = tiling.row_len();
+    let slots = rows.len() * (tiling.tw + 1);
+    s.columns.resize(8 * slots, T::zero());
+    s.tiles.resize(4 * slots, T::zero());
+    s.out.resize(2 * slots * 2, T::zero());
+    for k in 0..g.c_out {
+        let m: [&[T]; POSITIONS] =
+            std::array::from_fn(|p| &s.m[(p * g.c_out + k) * slots..][..slots]);
+        // Aᵀ M: upper (a = 0) and lower (a = 1) row of each column j.
+        for j in 0..4 {
+            let (upper, lower) = s.columns[j * 2 * slots..][..2 * slots].split_at_mut(slots);
+            zip3(upper, m[j], m[4 + j], m[8 + j], |a, b, c| a + b + c);
+            zip3(lower, m[4 + j], m[8 + j], m[12 + j], |a, b, c| a - b - c);
+        }
+        // (Aᵀ M) A: output (a, b) of each tile.
+        for a in 0..2 {
+            let column = |j: usize| &s.columns[(j * 2 + a) * slots..][..slots];
+            let (left, right) = s.tiles[a * 2 * slots..][..2 * slots].split_at_mut(slots);
+            zip3(left, column(0), column(1), column(2), |x, y, z| x + y + z);
+            zip3(right, column(1), column(2), column(3), |x, y, z| x - y - z);
+            let out = &mut s.out[a * 2 * slots..][..2 * slots];
+            for ((pair, &l), &r) in out.chunks_exact_mut(2).zip(&*left).zip(&*right) {
+                pair[0] = l;
+                pair[1] = r;
+            }
+        }
+        for (r, row) in rows.clone().enumerate() {
+            let (img, ty) = (row / tiling.th, row % tiling.th);
+            for a in 0..2 {
+                let oy = 2 * ty + a;
+                if oy >= win.oh {
+                    break;
+                }
+                let values = &s.out[a * 2 * slots + r * row_len..][..win.ow];
+                let at = ((img * g.c_out + k) * win.oh + oy) * win.ow;
+                // SAFETY: row `oy` of channel `k` of image `img` lies inside the output and
+                // belongs to this block (the caller's promise).
+                let y = unsafe { std::slice::from_raw_parts_mut(dst.0.add(at), win.ow) };
+                y.copy_from_slice(values);
+                if let Some(e) = epilogue {
+                    e.run_at(y, k, at);
+                }
+            }
+        }
+    }
+}
+
+/// The input gradient `(N, C_in, H, W)` of a convolution [`forward`] computes, from the
+/// output gradient `dy: (N, C_out, OH, OW)`: `dy` correlated with the filters flipped and
+/// transposed to `(C_in, C_out, 3, 3)`, padded by `2 − pad`. Call only when [`applies`].
+pub(crate) fn grad_input<T: GemmElem>(dy: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
+    assert!(applies(g), "Winograd F(2x2, 3x3) does not apply to {g:?}");
+    let mut flipped = vec![T::zero(); w.len()];
+    for k in 0..g.c_out {
+        for c in 0..g.c_in {
+            let from = &w[(k * g.c_in + c) * 9..][..9];
+            let to = &mut flipped[(c * g.c_out + k) * 9..][..9];
+            for (t, v) in to.iter_mut().enumerate() {
+                *v = from[8 - t];
+            }
+        }
+    }
+    let win = &g.win;
+    let transposed = ConvGeometry {
+        win: Window {
+            pad_h: 2 - win.pad_h,
+            pad_w: 2 - win.pad_w,
+            h: win.oh,
+            w: win.ow,
+            oh: win.h,
+            ow: win.w,
+            ..*win
+        },
+        n: g.n,
+        c_in: g.c_out,
+        c_out: g.c_in,
+        groups: 1,
+    };
+    forward(dy, &flipped, &transposed, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv_gemm::tests::direct;
+
+    fn geometry(
+        n: usize,
+        c_in: usize,
+        c_out: usize,
+        (h, w): (usize, usize),
+        pad: (usize, usize),
+    ) -> ConvGeometry {
+        ConvGeometry {
+            win: Window {
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad_h: pad.0,
+                pad_w: pad.1,
+                dilation: 1,
+                h,
+                w,
+                oh: h + 2 * pad.0 - 2,
+                ow: w + 2 * pad.1 - 2,
+            },
+            n,
+            c_in,
+            c_out,
+            groups: 1,
+        }
+    }
+
+    /// Deterministic values in [-1, 1).
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+            })
+            .collect()
+    }
+
+    fn max_error(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Odd and even sizes down to a single tile, every padding up to 2 (asymmetric too), and
+    /// batches whose blocks of tile rows straddle images: forward and input gradient equal
+    /// the direct convolution in f64.
+    #[test]
+    fn matches_the_direct_convolution() {
+        let cases = [
+            (1, 1, 1, (3, 3), (0, 0)),
+            (2, 3, 4, (4, 5), (1, 1)),
+            (3, 5, 2, (7, 6), (1, 1)),
+            (5, 2, 3, (5, 9), (2, 2)),
+            (2, 4, 3, (6, 3), (0, 2)),
+            (4, 3, 5, (8, 8), (1, 0)),
+            (7, 6, 7, (3, 4), (2, 1)),
+            (3, 8, 16, (12, 11), (1, 1)),
+        ];
+        for (case, &(n, c_in, c_out, size, pad)) in cases.iter().enumerate() {
+            let g = geometry(n, c_in, c_out, size, pad);
+            let x = values(n * c_in * size.0 * size.1, 3 * case as u64 + 1);
+            let w = values(c_out * c_in * 9, 3 * case as u64 + 2);
+            let dy = values(n * c_out * g.win.oh * g.win.ow, 3 * case as u64 + 3);
+            let [y, dx, _] = direct(&x, &w, &dy, &g);
+            let err = max_error(&forward(&x, &w, &g, None), &y);
+            assert!(err < 1e-12, "case {case} {g:?}: output off by {err}");
+            let err = max_error(&grad_input(&dy, &w, &g), &dx);
+            assert!(
+                err < 1e-12,
+                "case {case} {g:?}: input gradient off by {err}"
+            );
+        }
+    }
+
+    /// The epilogue (bias, residual, activation) lands on every output value once, across
+    /// blocks that straddle images and rows cut short by odd sizes.
+    #[test]
+    fn applies_the_epilogue_to_every_value() {
+        let g = geometry(3, 4, 5, (9, 7), (1, 1));
+        let x = values(3 * 4 * 9 * 7, 21);
+        let w = values(5 * 4 * 9, 22);
+        let bias = values(5, 23);
+        let residual = values(3 * 5 * 9 * 7, 24);
+        let [y, _, _] = direct(&x, &w, &vec![0.0; residual.len()], &g);
+        for act in [crate::Activation::Identity, crate::Activation::Relu] {
+            let e = Epilogue {
+                bias: &bias,
+                residual: Some(&residual),
+                act,
+            };
+            let expected: Vec<f64> = (0..y.len())
+                .map(|i| {
+                    let v = y[i] + bias[i / 63 % 5] + residual[i];
+                    if act == crate::Activation::Relu {
+                        v.max(0.0)
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let err = max_error(&forward(&x, &w, &g, Some(&e)), &expected);
+            assert!(err < 1e-12, "{act:?}: off by {err}");
+        }
+    }
+
+    /// `conv2d` routes a ResNet-sized 3×3 convolution here, forward and input gradient.
+    #[test]
+    fn conv2d_takes_this_path_where_it_pays() -> candle_core::Result<()> {
+        use candle_core::{Device, Tensor, Var};
+        let g = geometry(2, 64, 64, (14, 14), (1, 1));
+        assert!(pays(&g));
+        let x = values(2 * 64 * 14 * 14, 31);
+        let w = values(64 * 64 * 9, 32);
+        let dy = values(2 * 64 * 14 * 14, 33);
+        let [y, dx, dw] = direct(&x, &w, &dy, &g);
+        let dev = Device::Cpu;
+        let xt = Var::from_tensor(&Tensor::from_vec(x, (2, 64, 14, 14), &dev)?)?;
+        let wt = Var::from_tensor(&Tensor::from_vec(w, (64, 64, 3, 3), &dev)?)?;
+        let p = crate::Conv2dParams {
+            padding: 1,
+            ..Default::default()
+        };
+        let out = crate::conv2d(&xt, &wt, p)?;
+        let dyt = Tensor::from_vec(dy, out.dims(), &dev)?;
+        let grads = (&out * &dyt)?.sum_all()?.backward()?;
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f64>();
+        assert!(max_error(&flat(&out)?, &y) < 1e-10);
+        assert!(max_error(&flat(grads.get(&xt).expect("dx"))?, &dx) < 1e-10);
+        assert!(max_error(&flat(grads.get(&wt).expect("dw"))?, &dw) < 1e-10);
+        Ok(())
+    }
+
+    /// In f32 over 256 input channels (a ResNet stage) the transforms' extra additions keep
+    /// the error at the level of the plain GEMM's rounding.
+    #[test]
+    fn f32_stays_close_to_f64() {
+        let g = geometry(2, 256, 8, (14, 14), (1, 1));
+        let x = values(2 * 256 * 14 * 14, 7);
+        let w: Vec<f64> = values(8 * 256 * 9, 8).iter().map(|v| v * 0.05).collect();
+        let dy = vec![0.0; 2 * 8 * 14 * 14];
+        let [y, _, _] = direct(&x, &w, &dy, &g);
+        let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let y32: Vec<f64> = forward(&to32(&x), &to32(&w), &g, None)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let scale = y.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        let err = max_error(&y32, &y) / scale;
+        assert!(err < 2e-6, "relative error {err}");
+    }
+}
