@@ -1,6 +1,6 @@
 //! Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional
-//! Neural Networks", CVPR 2016) for the 3×3 stride-1 convolutions of ResNet's bottlenecks and
-//! stem: 16 multiplications per 2×2 output tile and input channel instead of 36.
+//! Neural Networks", CVPR 2016) for the 3×3 stride-1 convolutions of ResNet's bottlenecks:
+//! 16 multiplications per 2×2 output tile and input channel instead of 36.
 //!
 //! For a 4×4 input patch `d` and a 3×3 filter `g`, the 2×2 output tile is
 //! `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over input channels, the element-wise product becomes
@@ -10,13 +10,14 @@
 //!
 //! with `U = G g Gᵀ` the transformed filters and `V = Bᵀ d B` the transformed tiles (`T` of
 //! them). The tiles are processed in blocks of whole tile rows, sized so that a block's `V`
-//! and `M` stay in the L2 cache, one block per task with single-threaded GEMMs; the output
-//! transform applies the epilogue as it writes each row.
+//! and `M` stay in the L2 cache; each thread takes a contiguous range of blocks and runs
+//! single-threaded GEMMs. The output transform applies the epilogue as it writes each row.
 //!
-//! The transforms run along rows of tiles, so each of their steps is a vector operation over
-//! the tiles of a row. The input gradient of such a convolution is again one (the output
-//! gradient correlated with the flipped, transposed filters, padding `2 − pad`): the
-//! backward takes the same path through [`grad_input`].
+//! Each transform step is one vector loop over all the tile slots of a block (see
+//! [`Tiling`]), compiled for AVX-512 at run time where the CPU has it. The input gradient of
+//! such a convolution is again one (the output gradient correlated with the flipped,
+//! transposed filters, padding `2 − pad`): the backward takes the same path through
+//! [`grad_input`].
 
 use gemm::Parallelism;
 use rayon::prelude::*;
