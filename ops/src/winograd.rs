@@ -164,9 +164,9 @@ struct Scratch<T> {
     v: Vec<T>,
     /// `M`: 16 matrices `(C_out, slots)`.
     m: Vec<T>,
-    /// The 4 stacks of padded input rows (row `2·ty + q − pad` of each tile row), then the
-    /// same after the vertical step.
+    /// The 4 stacks of padded input rows (row `2·ty + q − pad` of each tile row).
     stacked: Vec<T>,
+    /// One row `i` of `Bᵀ d` over the stacks (the vertical step), reused for each `i`.
     transformed: Vec<T>,
     /// Even and odd values of one transformed stack.
     even: Vec<T>,
@@ -341,7 +341,7 @@ fn transform_input<T: GemmElem>(
     let stack = rows.len() * row_len + 2;
     s.v.resize(POSITIONS * g.c_in * slots, T::zero());
     s.stacked.resize(4 * stack, T::zero());
-    s.transformed.resize(4 * stack, T::zero());
+    s.transformed.resize(stack, T::zero());
     s.even.resize(slots + 1, T::zero());
     s.odd.resize(slots + 1, T::zero());
     let width = win.w.min(row_len - win.pad_w);
@@ -367,7 +367,7 @@ fn transform_input<T: GemmElem>(
         let stacked = &s.stacked;
         let d: [&[T]; 4] = std::array::from_fn(|q| &stacked[q * stack..][..stack]);
         for i in 0..4 {
-            let t = &mut s.transformed[i * stack..][..stack];
+            let t = &mut s.transformed[..];
             b_row(i, d, t);
             let pairs = t
                 .chunks_exact(2)
@@ -407,7 +407,7 @@ unsafe fn transform_output<T: GemmElem>(
     let slots = rows.len() * (tiling.tw + 1);
     s.columns.resize(8 * slots, T::zero());
     s.tiles.resize(4 * slots, T::zero());
-    s.out.resize(2 * slots * 2, T::zero());
+    s.out.resize(2 * (2 * slots), T::zero());
     for k in 0..g.c_out {
         let m: [&[T]; POSITIONS] =
             std::array::from_fn(|p| &s.m[(p * g.c_out + k) * slots..][..slots]);
