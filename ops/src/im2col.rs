@@ -13,6 +13,7 @@
 //! a plain copy (im2col) or add (col2im) of a contiguous run.
 
 use crate::dispatch::Elem;
+use crate::strided::{gather_with, scatter_with};
 
 /// Geometry of one convolution window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,14 +77,7 @@ pub(crate) fn im2col_image<T: Elem>(x: &[T], c: usize, win: &Window, cols: &mut 
                     dst[..lo].fill(T::zero());
                     dst[hi..].fill(T::zero());
                     let src = &src_plane[y * win.w + x0..];
-                    let dst = &mut dst[lo..hi];
-                    if win.stride == 1 {
-                        dst.copy_from_slice(&src[..dst.len()]);
-                    } else {
-                        for (d, &s) in dst.iter_mut().zip(src.iter().step_by(win.stride)) {
-                            *d = s;
-                        }
-                    }
+                    gather_with(&mut dst[lo..hi], src, win.stride, |d, s| *d = s);
                 }
             }
         }
@@ -104,16 +98,7 @@ pub(crate) fn col2im_image<T: Elem>(cols: &[T], c: usize, win: &Window, dx: &mut
                         continue;
                     };
                     let dst = &mut dst_plane[y * win.w + x0..];
-                    let src = &src[lo..hi];
-                    if win.stride == 1 {
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d += s;
-                        }
-                    } else {
-                        for (d, &s) in dst.iter_mut().step_by(win.stride).zip(src) {
-                            *d += s;
-                        }
-                    }
+                    scatter_with(dst, &src[lo..hi], win.stride, |d, s| *d += s);
                 }
             }
         }

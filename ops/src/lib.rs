@@ -38,6 +38,7 @@ pub mod gradcheck;
 mod im2col;
 mod pool;
 mod shape;
+mod strided;
 mod winograd;
 
 pub use batch_norm::{batch_norm_train, batch_norm_train_act};

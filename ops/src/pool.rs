@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::dispatch::{contiguous, dispatch_float, Elem};
 use crate::shape::pool_output_size;
+use crate::strided::gather_with;
 use num_traits::Zero as _;
 
 /// Hyper-parameters of a 2-D pooling window, with PyTorch's meaning.
@@ -203,11 +204,24 @@ fn pool_plane<T: Elem>(
     reduce: impl Fn(T, T) -> T,
 ) {
     rows.resize(g.h * g.ow, T::zero());
+    // The columns whose window lies wholly inside the row are reduced tap by tap, each tap a
+    // strided vector loop over all of them; only the clipped windows at the edges are folded
+    // one by one.
+    let (k, stride) = (g.p.kernel, g.p.stride);
+    let lo = xs.iter().position(|s| s.end - s.start == k).unwrap_or(g.ow);
+    let hi = lo + xs[lo..].iter().take_while(|s| s.end - s.start == k).count();
     for (src, row) in img.chunks_exact(g.w).zip(rows.chunks_exact_mut(g.ow)) {
-        for (r, s) in row.iter_mut().zip(xs) {
+        for o in (0..lo).chain(hi..g.ow) {
             // Windows are never empty: padding is at most half the kernel.
-            let window = &src[s.start..s.end];
-            *r = window[1..].iter().fold(window[0], |acc, &v| reduce(acc, v));
+            let window = &src[xs[o].start..xs[o].end];
+            row[o] = window[1..].iter().fold(window[0], |acc, &v| reduce(acc, v));
+        }
+        if lo < hi {
+            let (full, first) = (&mut row[lo..hi], xs[lo].start);
+            gather_with(full, &src[first..], stride, |d, v| *d = v);
+            for tap in 1..k {
+                gather_with(full, &src[first + tap..], stride, |d, v| *d = reduce(*d, v));
+            }
         }
     }
     for (d, s) in dst.chunks_exact_mut(g.ow).zip(ys) {
@@ -429,6 +443,80 @@ mod tests {
         assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [4. / 9.; 4]);
         let y = avg_pool2d(&x, p.count_include_pad(false))?;
         assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [1.; 4]);
+        Ok(())
+    }
+
+    /// Max and average pooling of one plane, one window at a time, after PyTorch's
+    /// definition: windows start at `o·stride − padding`, are clipped to the input, and the
+    /// average divides by the window clipped to the padded input when padding counts.
+    fn pool_reference(x: &[f64], (h, w): (usize, usize), p: Pool2dParams) -> [Vec<f64>; 2] {
+        let (oh, ow) = (
+            pool_output_size(h, p.kernel, p.stride, p.padding, 1, p.ceil_mode).unwrap(),
+            pool_output_size(w, p.kernel, p.stride, p.padding, 1, p.ceil_mode).unwrap(),
+        );
+        let (mut max, mut avg) = (Vec::new(), Vec::new());
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let y0 = (oy * p.stride) as isize - p.padding as isize;
+                let x0 = (ox * p.stride) as isize - p.padding as isize;
+                let (mut m, mut sum, mut count) = (f64::NEG_INFINITY, 0.0, 0);
+                for y in y0..y0 + p.kernel as isize {
+                    for xx in x0..x0 + p.kernel as isize {
+                        if (0..h as isize).contains(&y) && (0..w as isize).contains(&xx) {
+                            let v = x[y as usize * w + xx as usize];
+                            m = m.max(v);
+                            sum += v;
+                            count += 1;
+                        }
+                    }
+                }
+                let padded = |start: isize, len: usize| {
+                    let end = (start + p.kernel as isize).min((len + p.padding) as isize);
+                    (end - start) as usize
+                };
+                let divisor = if p.count_include_pad {
+                    padded(y0, h) * padded(x0, w)
+                } else {
+                    count
+                };
+                max.push(m);
+                avg.push(sum / divisor as f64);
+            }
+        }
+        [max, avg]
+    }
+
+    #[test]
+    fn forward_matches_the_window_definition() -> Result<()> {
+        for (h, w) in [(7, 9), (8, 8), (5, 12), (13, 6)] {
+            let x = uniform(&[1, 1, h, w], 5, &Device::Cpu)?.to_dtype(DType::F64)?;
+            let xs = x.flatten_all()?.to_vec1::<f64>()?;
+            for kernel in 1..=4 {
+                for stride in 1..=3 {
+                    for padding in 0..=kernel / 2 {
+                        for ceil_mode in [false, true] {
+                            for count_include_pad in [false, true] {
+                                let p = Pool2dParams {
+                                    kernel,
+                                    stride,
+                                    padding,
+                                    ceil_mode,
+                                    count_include_pad,
+                                };
+                                let [max, avg] = pool_reference(&xs, (h, w), p);
+                                let got = max_pool2d(&x, p)?.flatten_all()?.to_vec1::<f64>()?;
+                                assert_eq!(got, max, "max {h}x{w} {p:?}");
+                                let got = avg_pool2d(&x, p)?.flatten_all()?.to_vec1::<f64>()?;
+                                for (g, r) in got.iter().zip(&avg) {
+                                    assert!((g - r).abs() < 1e-12, "avg {h}x{w} {p:?}");
+                                }
+                                assert_eq!(got.len(), avg.len());
+                            }
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
