@@ -15,7 +15,8 @@
 //! Images are split into one contiguous chunk per thread, each with its own scratch (and,
 //! for the weight gradient, its own accumulator, summed at the end), so the GEMMs run
 //! single-threaded without synchronisation. With fewer images than threads the images run
-//! one after the other and each GEMM uses every thread instead.
+//! one after the other and each GEMM uses every thread instead. On small maps a chunk's
+//! images go side by side into [panels](crate::panel), one GEMM per panel.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
@@ -24,6 +25,7 @@ use rayon::prelude::*;
 use crate::dispatch::{contiguous, Elem};
 use crate::epilogue::{Activation, Epilogue};
 use crate::im2col::{col2im_image, im2col_image, Window};
+use crate::panel::{panels, Panel};
 
 /// Geometry of a grouped convolution over a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,18 +169,45 @@ impl Schedule {
     }
 }
 
-/// The im2col matrix `(groups·K, L)` of one image: the image itself for a pointwise
-/// convolution, else written into `scratch`.
-fn image_cols<'a, T: GemmElem>(
-    x_img: &'a [T],
+/// The im2col matrix `(groups·K, width)` of a panel: the image itself for a pointwise
+/// convolution of one image, else written into `scratch` (the images' matrices side by
+/// side, see [`crate::panel`]).
+fn panel_cols<'a, T: GemmElem>(
+    x: &'a [T],
     g: &ConvGeometry,
+    panel: &Panel,
     scratch: &'a mut Vec<T>,
 ) -> &'a [T] {
+    let plane_in = g.c_in * g.win.h * g.win.w;
     if g.is_pointwise() {
-        return x_img;
+        if panel.is_single() {
+            return &x[panel.images.start * plane_in..][..plane_in];
+        }
+        panel.gather(x, g.c_in, scratch);
+        return scratch;
     }
-    scratch.resize(g.groups * g.k() * g.l(), T::zero());
-    im2col_image(x_img, g.c_in, &g.win, scratch);
+    let (l, width) = (g.l(), panel.width());
+    scratch.resize(g.groups * g.k() * width, T::zero());
+    for (i, img) in panel.images.clone().enumerate() {
+        let x_img = &x[img * plane_in..][..plane_in];
+        im2col_image(x_img, g.c_in, &g.win, &mut scratch[i * l..], width);
+    }
+    scratch
+}
+
+/// The output gradient `(C_out, width)` of a panel: one image's own plane, or the images'
+/// planes side by side in `scratch`.
+fn panel_grad<'a, T: GemmElem>(
+    grad: &'a [T],
+    g: &ConvGeometry,
+    panel: &Panel,
+    scratch: &'a mut Vec<T>,
+) -> &'a [T] {
+    let plane_out = g.c_out * g.l();
+    if panel.is_single() {
+        return &grad[panel.images.start * plane_out..][..plane_out];
+    }
+    panel.gather(grad, g.c_out, scratch);
     scratch
 }
 
@@ -207,40 +236,54 @@ fn forward_gemm<T: GemmElem>(
     epilogue: Option<Epilogue<'_, T>>,
 ) -> Vec<T> {
     let (k, m, l) = (g.k(), g.m(), g.l());
-    let plane_in = g.c_in * g.win.h * g.win.w;
     let plane_out = g.c_out * l;
     let sched = Schedule::new(g.n);
     let total = g.n * plane_out;
-    // Not zero-filled first: the GEMMs write every element (they do not read `dst`).
+    // Not zero-filled first: the GEMMs or the panels' scatters write every element.
     let mut out: Vec<T> = Vec::with_capacity(total);
     out.spare_capacity_mut()[..total]
         .par_chunks_mut(sched.images_per_chunk * plane_out)
         .enumerate()
         .for_each(|(chunk, outs)| {
-            let mut scratch = Vec::new();
-            for (i, y) in outs.chunks_mut(plane_out).enumerate() {
-                let img = chunk * sched.images_per_chunk + i;
-                let cols = image_cols(&x[img * plane_in..][..plane_in], g, &mut scratch);
-                let y = y.as_mut_ptr().cast::<T>();
+            let first = chunk * sched.images_per_chunk;
+            let (mut cols_buf, mut out_buf) = (Vec::new(), Vec::new());
+            for panel in panels(first..first + outs.len() / plane_out, l) {
+                let width = panel.width();
+                let cols = panel_cols(x, g, &panel, &mut cols_buf);
+                let planes = &mut outs[(panel.images.start - first) * plane_out..];
+                // One image's GEMMs write its plane directly; a panel's go to `out_buf`.
+                let dst = if panel.is_single() {
+                    planes.as_mut_ptr().cast::<T>()
+                } else {
+                    out_buf.resize(g.c_out * width, T::zero());
+                    out_buf.as_mut_ptr()
+                };
                 for grp in 0..g.groups {
-                    // SAFETY: the three matrices lie inside `y`, `w` and `cols`, whose
-                    // lengths are `C_out·L`, `C_out·K` and `groups·K·L`.
+                    // SAFETY: the three matrices lie inside `dst` (`C_out·width` values:
+                    // the image's plane or `out_buf`), `w` (`C_out·K`) and `cols`
+                    // (`groups·K·width`).
                     unsafe {
                         gemm_strided(
-                            (m, l, k),
-                            y.add(grp * m * l),
-                            l,
+                            (m, width, k),
+                            dst.add(grp * m * width),
+                            width,
                             false,
                             (w[grp * m * k..].as_ptr(), k, 1),
-                            (cols[grp * k * l..].as_ptr(), l, 1),
+                            (cols[grp * k * width..].as_ptr(), width, 1),
                             sched.gemm,
                         )
                     }
                 }
-                // SAFETY: the groups' GEMMs wrote all `C_out·L` values of this image.
-                let y = unsafe { std::slice::from_raw_parts_mut(y, plane_out) };
-                if let Some(epilogue) = &epilogue {
-                    epilogue.run(y, img, l);
+                for (i, img) in panel.images.clone().enumerate() {
+                    let y = &mut planes[i * plane_out..][..plane_out];
+                    if !panel.is_single() {
+                        panel.scatter(i, &out_buf, y);
+                    }
+                    // SAFETY: the GEMMs or the scatter wrote all `C_out·L` values.
+                    let y = unsafe { &mut *(y as *mut [_] as *mut [T]) };
+                    if let Some(epilogue) = &epilogue {
+                        epilogue.run(y, img, l);
+                    }
                 }
             }
         });
@@ -256,38 +299,56 @@ fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
     }
     let (k, m, l) = (g.k(), g.m(), g.l());
     let plane_in = g.c_in * g.win.h * g.win.w;
-    let plane_out = g.c_out * l;
     let sched = Schedule::new(g.n);
+    let pointwise = g.is_pointwise();
     let mut out = vec![T::zero(); g.n * plane_in];
     out.par_chunks_mut(sched.images_per_chunk * plane_in)
         .enumerate()
         .for_each(|(chunk, dxs)| {
-            let mut scratch = Vec::new();
-            for (i, dx) in dxs.chunks_mut(plane_in).enumerate() {
-                let img = chunk * sched.images_per_chunk + i;
-                let g_img = &grad[img * plane_out..][..plane_out];
-                let pointwise = g.is_pointwise();
-                if !pointwise {
-                    scratch.resize(g.groups * k * l, T::zero());
-                }
-                let dcols: &mut [T] = if pointwise { dx } else { &mut scratch };
+            let first = chunk * sched.images_per_chunk;
+            let (mut grad_buf, mut dcols_buf) = (Vec::new(), Vec::new());
+            for panel in panels(first..first + dxs.len() / plane_in, l) {
+                let width = panel.width();
+                let gmat = panel_grad(grad, g, &panel, &mut grad_buf);
+                let dx = &mut dxs[(panel.images.start - first) * plane_in..];
+                // `Wᵀ · G`, `(groups·K, width)`: straight into the plane of one pointwise
+                // image, else into `dcols_buf`.
+                let direct = pointwise && panel.is_single();
+                let dcols = if direct {
+                    dx.as_mut_ptr()
+                } else {
+                    dcols_buf.resize(g.groups * k * width, T::zero());
+                    dcols_buf.as_mut_ptr()
+                };
                 for grp in 0..g.groups {
                     // SAFETY: `Wᵀ` of group `grp` is `(K, m)` with strides `(1, K)` inside
-                    // `w`; `G` is `(m, L)` inside `g_img`; `dcols` holds `groups·K·L`.
+                    // `w`; `G` is `(m, width)` inside `gmat`; `dcols` holds
+                    // `groups·K·width` values (the image's plane or `dcols_buf`).
                     unsafe {
                         gemm_strided(
-                            (k, l, m),
-                            dcols[grp * k * l..].as_mut_ptr(),
-                            l,
+                            (k, width, m),
+                            dcols.add(grp * k * width),
+                            width,
                             false,
                             (w[grp * m * k..].as_ptr(), 1, k),
-                            (g_img[grp * m * l..].as_ptr(), l, 1),
+                            (gmat[grp * m * width..].as_ptr(), width, 1),
                             sched.gemm,
                         )
                     }
                 }
-                if !pointwise {
-                    col2im_image(&scratch, g.c_in, &g.win, dx);
+                if direct {
+                    continue;
+                }
+                for (i, dx) in dx.chunks_mut(plane_in).take(panel.images.len()).enumerate() {
+                    if pointwise {
+                        for (to, from) in
+                            dx.chunks_exact_mut(l).zip(dcols_buf[i * l..].chunks(width))
+                        {
+                            to.copy_from_slice(&from[..l]);
+                        }
+                    } else {
+                        col2im_image(&dcols_buf[i * l..], g.c_in, &g.win, dx, width);
+                    }
                 }
             }
         });
@@ -297,30 +358,31 @@ fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
 /// Weight gradient `(C_out, C_in/g, kh, kw)` from the output gradient and the input.
 fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
     let (k, m, l) = (g.k(), g.m(), g.l());
-    let plane_in = g.c_in * g.win.h * g.win.w;
-    let plane_out = g.c_out * l;
     let sched = Schedule::new(g.n);
     let chunks = g.n.div_ceil(sched.images_per_chunk);
     let partials: Vec<Vec<T>> = (0..chunks)
         .into_par_iter()
         .map(|chunk| {
             let mut dw = vec![T::zero(); g.c_out * k];
-            let mut scratch = Vec::new();
+            let (mut grad_buf, mut cols_buf) = (Vec::new(), Vec::new());
             let first = chunk * sched.images_per_chunk;
-            for img in first..(first + sched.images_per_chunk).min(g.n) {
-                let g_img = &grad[img * plane_out..][..plane_out];
-                let cols = image_cols(&x[img * plane_in..][..plane_in], g, &mut scratch);
+            let last = (first + sched.images_per_chunk).min(g.n);
+            for panel in panels(first..last, l) {
+                let width = panel.width();
+                let gmat = panel_grad(grad, g, &panel, &mut grad_buf);
+                let cols = panel_cols(x, g, &panel, &mut cols_buf);
                 for grp in 0..g.groups {
-                    // SAFETY: `G` is `(m, L)` inside `g_img`; `colsᵀ` of group `grp` is
-                    // `(L, K)` with strides `(1, L)` inside `cols`; `dw` holds `C_out·K`.
+                    // SAFETY: `G` is `(m, width)` inside `gmat`; `colsᵀ` of group `grp` is
+                    // `(width, K)` with strides `(1, width)` inside `cols`; `dw` holds
+                    // `C_out·K`.
                     unsafe {
                         gemm_strided(
-                            (m, k, l),
+                            (m, k, width),
                             dw[grp * m * k..].as_mut_ptr(),
                             k,
                             true,
-                            (g_img[grp * m * l..].as_ptr(), l, 1),
-                            (cols[grp * k * l..].as_ptr(), 1, l),
+                            (gmat[grp * m * width..].as_ptr(), width, 1),
+                            (cols[grp * k * width..].as_ptr(), 1, width),
                             sched.gemm,
                         )
                     }
@@ -581,7 +643,6 @@ pub(crate) mod tests {
     /// 1×7, dilated, grouped; batches below, at and above the thread count.
     #[test]
     fn matches_the_direct_convolution_on_random_shapes() -> Result<()> {
-        let dev = Device::Cpu;
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         let mut pick = |n: usize| {
             state ^= state << 13;
@@ -600,41 +661,70 @@ pub(crate) mod tests {
             (3, 3, 1, 2, 2, 2),
         ];
         for case in 0..24 {
-            let (kh, kw, stride, padding, pad_w, dilation) = kernels[case % kernels.len()];
+            let kernel = kernels[case % kernels.len()];
+            let (kh, kw, _, _, _, dilation) = kernel;
             let groups = [1, 1, 2, 3][pick(4)];
             let n = [1, 2, 3, 5][pick(4)];
             let (c_in, c_out) = (groups * (1 + pick(3)), groups * (1 + pick(4)));
             let (h, w) = (kh * dilation + pick(6), kw * dilation + pick(7));
-            let p = Conv2dParams {
-                stride,
-                padding,
-                padding_w: Some(pad_w),
-                dilation,
-                groups,
-            };
-            let x = Var::from_tensor(
-                &uniform(&[n, c_in, h, w], 10 + case as u64, &dev)?.to_dtype(DType::F64)?,
-            )?;
-            let wt = Var::from_tensor(
-                &uniform(&[c_out, c_in / groups, kh, kw], 50 + case as u64, &dev)?
-                    .to_dtype(DType::F64)?,
-            )?;
-            let y = crate::conv::conv2d_gemm(&x, &wt, p)?;
-            let dy = uniform(y.dims(), 90 + case as u64, &dev)?.to_dtype(DType::F64)?;
-            let grads = (&y * &dy)?.sum_all()?.backward()?;
-            let geo = crate::conv::geometry(&x, &wt, p)?;
-            let [ry, rdx, rdw] = direct(&vec_of(&x), &vec_of(&wt), &vec_of(&dy), &geo);
-            let close = |a: Vec<f64>, b: Vec<f64>, what: &str| {
-                let err = a
-                    .iter()
-                    .zip(&b)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f64::max);
-                assert!(err < 1e-12, "case {case} {geo:?}: {what} off by {err}");
-            };
-            close(vec_of(&y), ry, "output");
-            close(vec_of(grads.get(&x).expect("dx")), rdx, "input gradient");
-            close(vec_of(grads.get(&wt).expect("dw")), rdw, "weight gradient");
+            check_against_direct(n, (c_in, c_out, groups), (h, w), kernel, case as u64)?;
+        }
+        Ok(())
+    }
+
+    /// The convolution and both gradients of `n` images against [`direct`], to 1e-12 in
+    /// f64; `kernel` is `(kh, kw, stride, pad_h, pad_w, dilation)`.
+    fn check_against_direct(
+        n: usize,
+        (c_in, c_out, groups): (usize, usize, usize),
+        (h, w): (usize, usize),
+        (kh, kw, stride, padding, pad_w, dilation): (usize, usize, usize, usize, usize, usize),
+        seed: u64,
+    ) -> Result<()> {
+        let dev = Device::Cpu;
+        let p = Conv2dParams {
+            stride,
+            padding,
+            padding_w: Some(pad_w),
+            dilation,
+            groups,
+        };
+        let x =
+            Var::from_tensor(&uniform(&[n, c_in, h, w], 10 + seed, &dev)?.to_dtype(DType::F64)?)?;
+        let wt = Var::from_tensor(
+            &uniform(&[c_out, c_in / groups, kh, kw], 50 + seed, &dev)?.to_dtype(DType::F64)?,
+        )?;
+        let y = crate::conv::conv2d_gemm(&x, &wt, p)?;
+        let dy = uniform(y.dims(), 90 + seed, &dev)?.to_dtype(DType::F64)?;
+        let grads = (&y * &dy)?.sum_all()?.backward()?;
+        let geo = crate::conv::geometry(&x, &wt, p)?;
+        let [ry, rdx, rdw] = direct(&vec_of(&x), &vec_of(&wt), &vec_of(&dy), &geo);
+        let close = |a: Vec<f64>, b: Vec<f64>, what: &str| {
+            let err = a
+                .iter()
+                .zip(&b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-12, "seed {seed} {geo:?}: {what} off by {err}");
+        };
+        close(vec_of(&y), ry, "output");
+        close(vec_of(grads.get(&x).expect("dx")), rdx, "input gradient");
+        close(vec_of(grads.get(&wt).expect("dw")), rdw, "weight gradient");
+        Ok(())
+    }
+
+    #[test]
+    fn panels_of_small_images_and_single_wide_ones() -> Result<()> {
+        // 8 images: the 5×5 maps go side by side in panels, the 24×24 ones (576 positions
+        // each) one by one; pointwise, strided and grouped.
+        for (i, kernel) in [(1, 1, 1, 0, 0, 1), (3, 3, 2, 1, 1, 1), (3, 3, 1, 1, 1, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            for (size, groups) in [(5, 1), (5, 2), (24, 1)] {
+                let seed = 200 + 10 * i as u64 + size as u64 + groups as u64;
+                check_against_direct(8, (4, 6, groups), (size, size), kernel, seed)?;
+            }
         }
         Ok(())
     }

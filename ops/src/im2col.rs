@@ -60,15 +60,17 @@ impl Window {
     }
 }
 
-/// Writes the im2col matrix `(C·kh·kw, OH·OW)` of one image `x: (C, H, W)` into `cols`.
-pub(crate) fn im2col_image<T: Elem>(x: &[T], c: usize, win: &Window, cols: &mut [T]) {
+/// Writes the im2col matrix `(C·kh·kw, OH·OW)` of one image `x: (C, H, W)` into `cols`,
+/// whose rows start `ld ≥ OH·OW` values apart (wider when images sit side by side, as in
+/// [`crate::panel`]).
+pub(crate) fn im2col_image<T: Elem>(x: &[T], c: usize, win: &Window, cols: &mut [T], ld: usize) {
     let (l, plane) = (win.oh * win.ow, win.h * win.w);
     let columns: Vec<_> = (0..win.kw).map(|j| win.valid_columns(j)).collect();
     for ch in 0..c {
         let src_plane = &x[ch * plane..][..plane];
         for i in 0..win.kh {
             for (j, &(lo, hi, x0)) in columns.iter().enumerate() {
-                let row = &mut cols[(ch * win.taps() + i * win.kw + j) * l..][..l];
+                let row = &mut cols[(ch * win.taps() + i * win.kw + j) * ld..][..l];
                 for (oy, dst) in row.chunks_exact_mut(win.ow).enumerate() {
                     let Some(y) = win.source(oy, i, win.pad_h, win.h) else {
                         dst.fill(T::zero());
@@ -84,15 +86,16 @@ pub(crate) fn im2col_image<T: Elem>(x: &[T], c: usize, win: &Window, cols: &mut 
     }
 }
 
-/// Adds the im2col matrix `cols: (C·kh·kw, OH·OW)` back into one image `dx: (C, H, W)`.
-pub(crate) fn col2im_image<T: Elem>(cols: &[T], c: usize, win: &Window, dx: &mut [T]) {
+/// Adds the im2col matrix `cols: (C·kh·kw, OH·OW)`, rows `ld` values apart, back into one
+/// image `dx: (C, H, W)`.
+pub(crate) fn col2im_image<T: Elem>(cols: &[T], c: usize, win: &Window, dx: &mut [T], ld: usize) {
     let (l, plane) = (win.oh * win.ow, win.h * win.w);
     let columns: Vec<_> = (0..win.kw).map(|j| win.valid_columns(j)).collect();
     for ch in 0..c {
         let dst_plane = &mut dx[ch * plane..][..plane];
         for i in 0..win.kh {
             for (j, &(lo, hi, x0)) in columns.iter().enumerate() {
-                let row = &cols[(ch * win.taps() + i * win.kw + j) * l..][..l];
+                let row = &cols[(ch * win.taps() + i * win.kw + j) * ld..][..l];
                 for (oy, src) in row.chunks_exact(win.ow).enumerate() {
                     let Some(y) = win.source(oy, i, win.pad_h, win.h) else {
                         continue;
@@ -176,9 +179,19 @@ mod tests {
             let c = 2;
             let x: Vec<f64> = (0..c * win.h * win.w).map(|v| v as f64 + 1.0).collect();
             // Stale values in the buffer must be overwritten, padding included.
-            let mut cols = vec![f64::NAN; c * win.taps() * win.oh * win.ow];
-            im2col_image(&x, c, &win, &mut cols);
-            assert_eq!(cols, im2col_reference(&x, c, &win), "{win:?}");
+            let l = win.oh * win.ow;
+            let mut cols = vec![f64::NAN; c * win.taps() * l];
+            im2col_image(&x, c, &win, &mut cols, l);
+            let reference = im2col_reference(&x, c, &win);
+            assert_eq!(cols, reference, "{win:?}");
+            // Rows 3 values further apart: the same rows, and the gaps left alone.
+            let ld = l + 3;
+            let mut wide = vec![f64::NAN; c * win.taps() * ld];
+            im2col_image(&x, c, &win, &mut wide, ld);
+            for (row, want) in wide.chunks_exact(ld).zip(reference.chunks_exact(l)) {
+                assert_eq!(&row[..l], want, "{win:?}");
+                assert!(row[l..].iter().all(|v| v.is_nan()), "{win:?}");
+            }
         }
     }
 
@@ -192,12 +205,22 @@ mod tests {
             let x: Vec<f64> = (0..n_in).map(|v| ((v * 7 % 11) as f64) - 5.0).collect();
             let y: Vec<f64> = (0..n_cols).map(|v| ((v * 5 % 13) as f64) - 6.0).collect();
             let mut cols = vec![0.0; n_cols];
-            im2col_image(&x, c, &win, &mut cols);
+            let l = win.oh * win.ow;
+            im2col_image(&x, c, &win, &mut cols, l);
             let mut back = vec![0.0; n_in];
-            col2im_image(&y, c, &win, &mut back);
+            col2im_image(&y, c, &win, &mut back, l);
             let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| a * b).sum();
             let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
             assert_eq!(lhs, rhs, "{win:?}");
+            // Rows further apart: the values in the gaps are not read.
+            let ld = l + 2;
+            let wide: Vec<f64> = y
+                .chunks_exact(l)
+                .flat_map(|row| row.iter().copied().chain([f64::NAN; 2]))
+                .collect();
+            let mut back_wide = vec![0.0; n_in];
+            col2im_image(&wide, c, &win, &mut back_wide, ld);
+            assert_eq!(back_wide, back, "{win:?}");
         }
     }
 }

@@ -36,6 +36,7 @@ mod dispatch;
 mod epilogue;
 pub mod gradcheck;
 mod im2col;
+mod panel;
 mod pool;
 mod shape;
 mod strided;
