@@ -58,6 +58,48 @@ impl ConvGeometry {
         let w = &self.win;
         w.kh == 1 && w.kw == 1 && w.stride == 1 && w.pad_h == 0 && w.pad_w == 0
     }
+
+    /// The convolution whose forward is this one's input gradient, where there is one: for
+    /// stride 1, no dilation and one group, the output gradient correlated with the filters
+    /// flipped and transposed ([`flip_transpose`]), padded by `k − 1 − pad`.
+    pub(crate) fn transposed(&self) -> Option<ConvGeometry> {
+        let win = &self.win;
+        if win.stride != 1 || win.dilation != 1 || self.groups != 1 {
+            return None;
+        }
+        Some(ConvGeometry {
+            win: Window {
+                pad_h: (win.kh - 1).checked_sub(win.pad_h)?,
+                pad_w: (win.kw - 1).checked_sub(win.pad_w)?,
+                h: win.oh,
+                w: win.ow,
+                oh: win.h,
+                ow: win.w,
+                ..*win
+            },
+            n: self.n,
+            c_in: self.c_out,
+            c_out: self.c_in,
+            groups: 1,
+        })
+    }
+}
+
+/// The filters `w: (C_out, C_in, kh, kw)` flipped in both spatial axes and transposed to
+/// `(C_in, C_out, kh, kw)`: the weight of [`ConvGeometry::transposed`].
+pub(crate) fn flip_transpose<T: Copy>(w: &[T], g: &ConvGeometry) -> Vec<T> {
+    let taps = g.win.kh * g.win.kw;
+    let mut flipped = w.to_vec();
+    for k in 0..g.c_out {
+        for c in 0..g.c_in {
+            let from = &w[(k * g.c_in + c) * taps..][..taps];
+            let to = &mut flipped[(c * g.c_out + k) * taps..][..taps];
+            for (t, v) in to.iter_mut().enumerate() {
+                *v = from[taps - 1 - t];
+            }
+        }
+    }
+    flipped
 }
 
 /// An element type the `gemm` crate multiplies: f32, f64 and f16.
@@ -301,8 +343,12 @@ fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
     let plane_in = g.c_in * g.win.h * g.win.w;
     let sched = Schedule::new(g.n);
     let pointwise = g.is_pointwise();
-    let mut out = vec![T::zero(); g.n * plane_in];
-    out.par_chunks_mut(sched.images_per_chunk * plane_in)
+    let total = g.n * plane_in;
+    // Not zero-filled first: pointwise planes are written whole by the GEMMs or the
+    // scatters, the others zero-filled image by image just before their col2im.
+    let mut out: Vec<T> = Vec::with_capacity(total);
+    out.spare_capacity_mut()[..total]
+        .par_chunks_mut(sched.images_per_chunk * plane_in)
         .enumerate()
         .for_each(|(chunk, dxs)| {
             let first = chunk * sched.images_per_chunk;
@@ -315,7 +361,7 @@ fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
                 // image, else into `dcols_buf`.
                 let direct = pointwise && panel.is_single();
                 let dcols = if direct {
-                    dx.as_mut_ptr()
+                    dx.as_mut_ptr().cast::<T>()
                 } else {
                     dcols_buf.resize(g.groups * k * width, T::zero());
                     dcols_buf.as_mut_ptr()
@@ -341,17 +387,20 @@ fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
                 }
                 for (i, dx) in dx.chunks_mut(plane_in).take(panel.images.len()).enumerate() {
                     if pointwise {
-                        for (to, from) in
-                            dx.chunks_exact_mut(l).zip(dcols_buf[i * l..].chunks(width))
-                        {
-                            to.copy_from_slice(&from[..l]);
-                        }
+                        panel.scatter(i, &dcols_buf, dx);
                     } else {
+                        for v in dx.iter_mut() {
+                            v.write(T::zero());
+                        }
+                        // SAFETY: every element was just written.
+                        let dx = unsafe { &mut *(dx as *mut [_] as *mut [T]) };
                         col2im_image(&dcols_buf[i * l..], g.c_in, &g.win, dx, width);
                     }
                 }
             }
         });
+    // SAFETY: every image's plane was written above.
+    unsafe { out.set_len(total) };
     out
 }
 
@@ -636,7 +685,10 @@ pub(crate) mod tests {
     }
 
     fn vec_of(t: &Tensor) -> Vec<f64> {
-        t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+        t.flatten_all()
+            .and_then(|t| t.to_dtype(DType::F64))
+            .and_then(|t| t.to_vec1::<f64>())
+            .unwrap()
     }
 
     /// Random geometries: odd sizes, 1×1 (pointwise and strided), 3×3, 5×5, 7×7 strided,

@@ -22,10 +22,9 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::conv_gemm::{gemm_strided, ConvGeometry, GemmElem};
+use crate::conv_gemm::{flip_transpose, gemm_strided, ConvGeometry, GemmElem};
 use crate::dispatch::SharedMut;
 use crate::epilogue::Epilogue;
-use crate::im2col::Window;
 
 /// Positions of a transformed tile (4×4).
 const POSITIONS: usize = 16;
@@ -455,39 +454,17 @@ unsafe fn transform_output<T: GemmElem>(
 /// transposed to `(C_in, C_out, 3, 3)`, padded by `2 − pad`. Call only when [`applies`].
 pub(crate) fn grad_input<T: GemmElem>(dy: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
     assert!(applies(g), "Winograd F(2x2, 3x3) does not apply to {g:?}");
-    let mut flipped = vec![T::zero(); w.len()];
-    for k in 0..g.c_out {
-        for c in 0..g.c_in {
-            let from = &w[(k * g.c_in + c) * 9..][..9];
-            let to = &mut flipped[(c * g.c_out + k) * 9..][..9];
-            for (t, v) in to.iter_mut().enumerate() {
-                *v = from[8 - t];
-            }
-        }
-    }
-    let win = &g.win;
-    let transposed = ConvGeometry {
-        win: Window {
-            pad_h: 2 - win.pad_h,
-            pad_w: 2 - win.pad_w,
-            h: win.oh,
-            w: win.ow,
-            oh: win.h,
-            ow: win.w,
-            ..*win
-        },
-        n: g.n,
-        c_in: g.c_out,
-        c_out: g.c_in,
-        groups: 1,
-    };
-    forward(dy, &flipped, &transposed, None)
+    let transposed = g
+        .transposed()
+        .expect("a stride-1 3x3 convolution has a transpose");
+    forward(dy, &flip_transpose(w, g), &transposed, None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::conv_gemm::tests::direct;
+    use crate::im2col::Window;
 
     fn geometry(
         n: usize,
