@@ -318,13 +318,21 @@ fn forward_gemm<T: GemmElem>(
                 }
                 for (i, img) in panel.images.clone().enumerate() {
                     let y = &mut planes[i * plane_out..][..plane_out];
-                    if !panel.is_single() {
-                        panel.scatter(i, &out_buf, y);
-                    }
-                    // SAFETY: the GEMMs or the scatter wrote all `C_out·L` values.
-                    let y = unsafe { &mut *(y as *mut [_] as *mut [T]) };
-                    if let Some(epilogue) = &epilogue {
-                        epilogue.run(y, img, l);
+                    match (&epilogue, panel.is_single()) {
+                        (Some(epilogue), true) => {
+                            // SAFETY: the GEMMs wrote all `C_out·L` values.
+                            let y = unsafe { &mut *(y as *mut [_] as *mut [T]) };
+                            epilogue.run(y, img, l);
+                        }
+                        (None, true) => {}
+                        // A panel's output goes to its images through the epilogue.
+                        (Some(epilogue), false) => {
+                            let rows = y.chunks_exact_mut(l).zip(panel.rows_of(i, &out_buf));
+                            for (c, (dst, src)) in rows.enumerate() {
+                                epilogue.run_from(src, dst, c, img * plane_out + c * l);
+                            }
+                        }
+                        (None, false) => panel.scatter(i, &out_buf, y),
                     }
                 }
             }

@@ -96,12 +96,36 @@ impl<T: Elem> Epilogue<'_, T> {
         }
     }
 
-    /// Applies the epilogue to `y`, a run of output channel `c` starting at flat index `at`
-    /// of the whole output `(N, C_out, OH, OW)`.
-    pub(crate) fn run_at(&self, y: &mut [T], c: usize, at: usize) {
-        with_activation!(self.act, T, |act| self.run_at_with(y, c, at, &act))
+    /// Writes `act(src + bias[c] + residual)` into `dst`: the epilogue of a run of output
+    /// channel `c` starting at flat index `at` of the whole output, computed elsewhere (a
+    /// panel's GEMM output, a Winograd output transform).
+    pub(crate) fn run_from(
+        &self,
+        src: &[T],
+        dst: &mut [std::mem::MaybeUninit<T>],
+        c: usize,
+        at: usize,
+    ) {
+        with_activation!(self.act, T, |act| {
+            let b = self.bias[c];
+            let len = dst.len();
+            match self.residual {
+                Some(r) => {
+                    for ((d, &v), &r) in dst.iter_mut().zip(&src[..len]).zip(&r[at..][..len]) {
+                        d.write(act(v + b + r));
+                    }
+                }
+                None => {
+                    for (d, &v) in dst.iter_mut().zip(&src[..len]) {
+                        d.write(act(v + b));
+                    }
+                }
+            }
+        })
     }
 
+    /// Applies the epilogue to `y`, a run of output channel `c` starting at flat index `at`
+    /// of the whole output `(N, C_out, OH, OW)`.
     fn run_at_with(&self, y: &mut [T], c: usize, at: usize, act: &impl Fn(T) -> T) {
         let b = self.bias[c];
         match self.residual {

@@ -60,12 +60,17 @@ impl Panel {
         }
     }
 
+    /// Image `i`'s run of each row of `src: (rows, width)`, `l` values each.
+    pub fn rows_of<'a, T>(&self, i: usize, src: &'a [T]) -> impl Iterator<Item = &'a [T]> {
+        let l = self.l;
+        src[i * l..].chunks(self.width()).map(move |row| &row[..l])
+    }
+
     /// Writes image `i`'s columns of `src: (rows, width)` into its plane `dst: (rows, l)`,
     /// which may be uninitialised.
     pub fn scatter<T: Copy>(&self, i: usize, src: &[T], dst: &mut [MaybeUninit<T>]) {
-        let (l, width) = (self.l, self.width());
-        for (to, from) in dst.chunks_exact_mut(l).zip(src[i * l..].chunks(width)) {
-            for (d, &s) in to.iter_mut().zip(&from[..l]) {
+        for (to, from) in dst.chunks_exact_mut(self.l).zip(self.rows_of(i, src)) {
+            for (d, &s) in to.iter_mut().zip(from) {
                 d.write(s);
             }
         }

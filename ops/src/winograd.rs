@@ -19,6 +19,8 @@
 //! transposed filters, padding `2 − pad`): the backward takes the same path through
 //! [`grad_input`].
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -439,10 +441,16 @@ unsafe fn transform_output<T: GemmElem>(
                 let at = ((img * g.c_out + k) * win.oh + oy) * win.ow;
                 // SAFETY: row `oy` of channel `k` of image `img` lies inside the output and
                 // belongs to this block (the caller's promise).
-                let y = unsafe { std::slice::from_raw_parts_mut(dst.0.add(at), win.ow) };
-                y.copy_from_slice(values);
-                if let Some(e) = epilogue {
-                    e.run_at(y, k, at);
+                let y = unsafe {
+                    std::slice::from_raw_parts_mut(dst.0.add(at).cast::<MaybeUninit<T>>(), win.ow)
+                };
+                match epilogue {
+                    Some(e) => e.run_from(values, y, k, at),
+                    None => {
+                        for (d, &v) in y.iter_mut().zip(values) {
+                            d.write(v);
+                        }
+                    }
                 }
             }
         }
