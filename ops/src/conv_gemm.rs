@@ -417,6 +417,14 @@ fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
     let (k, m, l) = (g.k(), g.m(), g.l());
     let sched = Schedule::new(g.n);
     let chunks = g.n.div_ceil(sched.images_per_chunk);
+    // `G` and `cols` both run along the positions, so the `gemm` crate packs one of them
+    // with a transposition: the left operand of its (column-major) product. That is `cols`
+    // for `dW = G·colsᵀ` and `G` for `dWᵀ = cols·Gᵀ`. On large maps the transposition is
+    // what costs, and the smaller operand goes through it: with more rows in `cols` than in
+    // `G` (3×3 convolutions, the pointwise ones that shrink the channels) each group's
+    // `dWᵀ: (K, m)` is accumulated and transposed at the end. On maps of 28×28 and less
+    // this is no faster, or slower (docs/performance.md).
+    let transposed = k > m && l >= 1024;
     let partials: Vec<Vec<T>> = (0..chunks)
         .into_par_iter()
         .map(|chunk| {
@@ -429,19 +437,20 @@ fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
                 let gmat = panel_grad(grad, g, &panel, &mut grad_buf);
                 let cols = panel_cols(x, g, &panel, &mut cols_buf);
                 for grp in 0..g.groups {
-                    // SAFETY: `G` is `(m, width)` inside `gmat`; `colsᵀ` of group `grp` is
-                    // `(width, K)` with strides `(1, width)` inside `cols`; `dw` holds
-                    // `C_out·K`.
+                    let dst = dw[grp * m * k..].as_mut_ptr();
+                    let gmat = gmat[grp * m * width..].as_ptr();
+                    let cols = cols[grp * k * width..].as_ptr();
+                    // SAFETY: `G` is `(m, width)` with strides `(width, 1)` inside `gmat`,
+                    // `cols` is `(K, width)` with strides `(width, 1)` inside `cols`, their
+                    // transposes swap the strides; `dw` holds `C_out·K`.
                     unsafe {
-                        gemm_strided(
-                            (m, k, width),
-                            dw[grp * m * k..].as_mut_ptr(),
-                            k,
-                            true,
-                            (gmat[grp * m * width..].as_ptr(), width, 1),
-                            (cols[grp * k * width..].as_ptr(), 1, width),
-                            sched.gemm,
-                        )
+                        if transposed {
+                            let (lhs, rhs) = ((cols, width, 1), (gmat, 1, width));
+                            gemm_strided((k, m, width), dst, m, true, lhs, rhs, sched.gemm)
+                        } else {
+                            let (lhs, rhs) = ((gmat, width, 1), (cols, 1, width));
+                            gemm_strided((m, k, width), dst, k, true, lhs, rhs, sched.gemm)
+                        }
                     }
                 }
             }
@@ -456,6 +465,17 @@ fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
         for (t, p) in total.iter_mut().zip(partial) {
             *t += p;
         }
+    }
+    if transposed {
+        let mut dw = vec![T::zero(); total.len()];
+        for (to, from) in dw.chunks_exact_mut(m * k).zip(total.chunks_exact(m * k)) {
+            for (r, row) in from.chunks_exact(m).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    to[c * k + r] = v;
+                }
+            }
+        }
+        total = dw;
     }
     total
 }
@@ -785,6 +805,9 @@ pub(crate) mod tests {
                 let seed = 200 + 10 * i as u64 + size as u64 + groups as u64;
                 check_against_direct(8, (4, 6, groups), (size, size), kernel, seed)?;
             }
+            // Maps of 1024 positions and more, channels shrinking: the weight gradient is
+            // accumulated transposed.
+            check_against_direct(3, (6, 4, 1), (33, 32), kernel, 250 + i as u64)?;
         }
         Ok(())
     }
