@@ -14,8 +14,9 @@
 //!   `count_include_pad`, with a backward for any kernel and stride (the 3×3/2 stem max-pool
 //!   of ResNet, the 2×2 `ceil_mode` average-pool shortcut of ResNet-D).
 //! - [`global_avg_pool`]: the classifier's pooling.
-//! - [`batch_norm_train`]: batch norm with batch statistics, its sums in f64 and a closed-form
-//!   backward (the composed version loses three digits of the input gradient in f32);
+//! - [`batch_norm_train`]: batch norm with batch statistics, its sums in f32 blocks with f64
+//!   totals and a closed-form backward (the composed version loses three digits of the
+//!   input gradient in f32);
 //!   [`batch_norm_train_act`] adds the residual and the activation in the same op.
 //!
 //! Off the CPU (CUDA with `--features cuda`) each op runs as Candle's own ops composed, checked
