@@ -76,8 +76,12 @@ pub(crate) fn im2col_image<T: Elem>(x: &[T], c: usize, win: &Window, cols: &mut 
                         dst.fill(T::zero());
                         continue;
                     };
-                    dst[..lo].fill(T::zero());
-                    dst[hi..].fill(T::zero());
+                    // At most a pixel or two of padding at either end, and none for most
+                    // taps: element by element, not a `memset` call per row.
+                    let (head, rest) = dst.split_at_mut(lo);
+                    for v in head.iter_mut().chain(&mut rest[hi - lo..]) {
+                        *v = T::zero();
+                    }
                     let src = &src_plane[y * win.w + x0..];
                     gather_with(&mut dst[lo..hi], src, win.stride, |d, s| *d = s);
                 }
