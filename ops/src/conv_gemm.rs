@@ -220,36 +220,16 @@ fn panel_cols<'a, T: GemmElem>(
     panel: &Panel,
     scratch: &'a mut Vec<T>,
 ) -> &'a [T] {
-    let plane_in = g.c_in * g.win.h * g.win.w;
     if g.is_pointwise() {
-        if panel.is_single() {
-            return &x[panel.images.start * plane_in..][..plane_in];
-        }
-        panel.gather(x, g.c_in, scratch);
-        return scratch;
+        return panel.matrix(x, g.c_in, scratch);
     }
+    let plane_in = g.c_in * g.win.h * g.win.w;
     let (l, width) = (g.l(), panel.width());
     scratch.resize(g.groups * g.k() * width, T::zero());
     for (i, img) in panel.images.clone().enumerate() {
         let x_img = &x[img * plane_in..][..plane_in];
         im2col_image(x_img, g.c_in, &g.win, &mut scratch[i * l..], width);
     }
-    scratch
-}
-
-/// The output gradient `(C_out, width)` of a panel: one image's own plane, or the images'
-/// planes side by side in `scratch`.
-fn panel_grad<'a, T: GemmElem>(
-    grad: &'a [T],
-    g: &ConvGeometry,
-    panel: &Panel,
-    scratch: &'a mut Vec<T>,
-) -> &'a [T] {
-    let plane_out = g.c_out * g.l();
-    if panel.is_single() {
-        return &grad[panel.images.start * plane_out..][..plane_out];
-    }
-    panel.gather(grad, g.c_out, scratch);
     scratch
 }
 
@@ -363,7 +343,7 @@ fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
             let (mut grad_buf, mut dcols_buf) = (Vec::new(), Vec::new());
             for panel in panels(first..first + dxs.len() / plane_in, l) {
                 let width = panel.width();
-                let gmat = panel_grad(grad, g, &panel, &mut grad_buf);
+                let gmat = panel.matrix(grad, g.c_out, &mut grad_buf);
                 let dx = &mut dxs[(panel.images.start - first) * plane_in..];
                 // `Wᵀ · G`, `(groups·K, width)`: straight into the plane of one pointwise
                 // image, else into `dcols_buf`.
@@ -434,7 +414,7 @@ fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
             let last = (first + sched.images_per_chunk).min(g.n);
             for panel in panels(first..last, l) {
                 let width = panel.width();
-                let gmat = panel_grad(grad, g, &panel, &mut grad_buf);
+                let gmat = panel.matrix(grad, g.c_out, &mut grad_buf);
                 let cols = panel_cols(x, g, &panel, &mut cols_buf);
                 for grp in 0..g.groups {
                     let dst = dw[grp * m * k..].as_mut_ptr();

@@ -60,6 +60,23 @@ impl Panel {
         }
     }
 
+    /// The panel's `(rows, width)` matrix of planes `src` (image `n`'s `(rows, l)` plane at
+    /// `src[n·rows·l ..]`): one image's own plane, or the images' planes gathered side by
+    /// side into `scratch`.
+    pub fn matrix<'a, T: Copy + Zero>(
+        &self,
+        src: &'a [T],
+        rows: usize,
+        scratch: &'a mut Vec<T>,
+    ) -> &'a [T] {
+        if self.is_single() {
+            let plane = rows * self.l;
+            return &src[self.images.start * plane..][..plane];
+        }
+        self.gather(src, rows, scratch);
+        scratch
+    }
+
     /// Image `i`'s run of each row of `src: (rows, width)`, `l` values each.
     pub fn rows_of<'a, T>(&self, i: usize, src: &'a [T]) -> impl Iterator<Item = &'a [T]> {
         let l = self.l;
@@ -107,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn scatter_undoes_gather() {
+    fn matrix_and_scatter_undo_each_other() {
         let (rows, l): (usize, usize) = (3, 4);
         let src: Vec<i32> = (0..(5 * rows * l) as i32).collect();
         let panel = Panel { images: 1..4, l };
@@ -117,6 +134,11 @@ mod tests {
         // Row 1 of the panel: row 1 of images 1, 2 and 3 side by side.
         let row_of = |img: usize| src[(img * rows + 1) * l..][..l].to_vec();
         assert_eq!(wide[12..24], [row_of(1), row_of(2), row_of(3)].concat());
+        let mut scratch = Vec::new();
+        assert_eq!(panel.matrix(&src, rows, &mut scratch), &wide[..]);
+        let single = Panel { images: 2..3, l };
+        let plane = single.matrix(&src, rows, &mut scratch);
+        assert_eq!(plane, &src[2 * rows * l..][..rows * l]);
         for (i, img) in panel.images.clone().enumerate() {
             let mut plane = vec![MaybeUninit::uninit(); rows * l];
             panel.scatter(i, &wide, &mut plane);
