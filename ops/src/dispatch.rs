@@ -53,6 +53,13 @@ impl<T> Clone for SharedMut<T> {
     }
 }
 impl<T> Copy for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The address of element `i` (used whole, so that closures capture the wrapper).
+    pub(crate) fn at(self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
+    }
+}
 // SAFETY: the kernels that share one write disjoint elements, and nothing reads the buffer
 // until all of them are done.
 unsafe impl<T: Send> Send for SharedMut<T> {}

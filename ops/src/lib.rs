@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod batch_norm;
+pub mod blocked;
 mod composed;
 mod conv;
 mod conv_gemm;

@@ -62,7 +62,7 @@ impl Pool2dParams {
         Ok((g.oh, g.ow))
     }
 
-    fn geometry(&self, h: usize, w: usize) -> Result<Geometry> {
+    pub(crate) fn geometry(&self, h: usize, w: usize) -> Result<Geometry> {
         if self.kernel == 0 || self.stride == 0 || 2 * self.padding > self.kernel {
             candle_core::bail!(
                 "pool2d: kernel {} stride {} padding {} (padding may be at most half the kernel)",
@@ -100,25 +100,25 @@ impl Pool2dParams {
 
 /// A pooling window placed over an input of known size.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    p: Pool2dParams,
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
+pub(crate) struct Geometry {
+    pub p: Pool2dParams,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 /// The rows or columns under one window, clipped to the input, and the window's length
 /// clipped to the padded input (the average's divisor when padding counts).
 #[derive(Debug, Clone, Copy)]
-struct Span {
-    start: usize,
-    end: usize,
-    padded_len: usize,
+pub(crate) struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub padded_len: usize,
 }
 
 impl Geometry {
-    fn span(&self, o: usize, len: usize) -> Span {
+    pub(crate) fn span(&self, o: usize, len: usize) -> Span {
         let start = (o * self.p.stride) as isize - self.p.padding as isize;
         let padded_end = (start + self.p.kernel as isize).min((len + self.p.padding) as isize);
         let end = padded_end.min(len as isize);
@@ -129,7 +129,7 @@ impl Geometry {
         }
     }
 
-    fn divisor(&self, ys: Span, xs: Span) -> usize {
+    pub(crate) fn divisor(&self, ys: Span, xs: Span) -> usize {
         if self.p.count_include_pad {
             ys.padded_len * xs.padded_len
         } else {
@@ -184,7 +184,7 @@ fn nan_max<T: Elem>(a: T, b: T) -> T {
 
 impl Geometry {
     /// The clipped windows of every output row and of every output column.
-    fn spans(&self) -> (Vec<Span>, Vec<Span>) {
+    pub(crate) fn spans(&self) -> (Vec<Span>, Vec<Span>) {
         let ys = (0..self.oh).map(|o| self.span(o, self.h)).collect();
         let xs = (0..self.ow).map(|o| self.span(o, self.w)).collect();
         (ys, xs)

@@ -39,6 +39,10 @@ pub struct Args {
     /// K/2): forward, and with `--train` forward and both gradients, at `--batch`.
     #[arg(long, value_name = "C_IN,C_OUT,K,STRIDE,SIZE")]
     pub conv: Option<String>,
+    /// With `--conv`: time the blocked (NCHW16c) inference kernel instead, on an input
+    /// already in that layout, with a bias and a ReLU in its epilogue.
+    #[arg(long, requires = "conv", conflicts_with = "train")]
+    pub blocked: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -157,7 +161,18 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
     let x = candle_core::Var::from_tensor(&x)?;
     let w = ops::gradcheck::uniform(&[c_out, c_in, k, k], 2, &device)?;
     let w = candle_core::Var::from_tensor(&w)?;
+    let blocked = if args.blocked {
+        let bias = Tensor::zeros(c_out, DType::F32, &device)?;
+        let conv = ops::blocked::BlockedConv::new(w.as_tensor(), &bias, p)?;
+        Some((conv, ops::blocked::to_blocked(x.as_tensor())?))
+    } else {
+        None
+    };
     let run_once = || -> Result<()> {
+        if let Some((conv, xb)) = &blocked {
+            conv.forward(xb, None, ops::Activation::Relu)?;
+            return Ok(());
+        }
         let y = ops::conv2d(x.as_tensor(), w.as_tensor(), p)?;
         if args.train {
             // Seeded with a contiguous gradient of ones, as a network's gradients are:
@@ -180,7 +195,13 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
     println!(
         "conv {c_in}->{c_out} {k}x{k}/{stride} at {size}x{size}, batch {}{}: {:.1} ms, {:.1} GFLOP/s",
         args.batch,
-        if args.train { ", forward + both gradients" } else { "" },
+        if args.train {
+            ", forward + both gradients"
+        } else if args.blocked {
+            ", blocked"
+        } else {
+            ""
+        },
         seconds * 1e3,
         2.0 * macs * passes / seconds / 1e9
     );
