@@ -84,19 +84,44 @@ fn model(name: &str) -> (ResNet, VarMap) {
     (net, vars)
 }
 
+/// Fixture `name` with read-only weights, as `Model::frozen` builds it: its inference takes
+/// the blocked path where the CPU has one (`ops::blocked`).
+fn frozen_model(name: &str) -> ResNet {
+    let (_, vars) = model(name);
+    let tensors: HashMap<String, Tensor> = vars
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    ResNet::new(
+        &narrow_config(name),
+        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+    )
+    .unwrap()
+}
+
 fn check(name: &str) {
     let mut worst_logits = 0f64;
     let inputs = load(&fixtures().join("inputs.safetensors"));
     let expected = load(&fixtures().join(format!("{name}.expected.safetensors")));
     for size in ["224", "odd"] {
         let x = &inputs[&format!("input.{size}")];
-        for (mode, train) in [("eval", false), ("train", true)] {
-            let (net, _) = model(name);
-            let logits = net.forward_t(x, train).unwrap();
+        for (mode, train, frozen) in [
+            ("eval", false, false),
+            ("eval", false, true),
+            ("train", true, false),
+        ] {
+            let logits = if frozen {
+                frozen_model(name).forward_t(x, train).unwrap()
+            } else {
+                model(name).0.forward_t(x, train).unwrap()
+            };
             let err = relative_error(&logits, &expected[&format!("logits.{mode}.{size}")]);
             assert!(
                 err <= 1e-4,
-                "{name}: logits ({mode}, {size}) differ by {err:e}"
+                "{name}: logits ({mode}, {size}, frozen {frozen}) differ by {err:e}"
             );
             worst_logits = worst_logits.max(err);
         }

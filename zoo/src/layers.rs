@@ -300,6 +300,9 @@ pub struct ConvBn {
     /// first inference forward when the weights are read-only tensors (a network built by
     /// `Model::frozen`), which cannot change under it.
     folded: OnceLock<(DType, Tensor, Tensor)>,
+    /// The folded convolution packed for the blocked inference path, kept after its first
+    /// use (read-only weights only).
+    blocked: OnceLock<ops::blocked::BlockedConv>,
 }
 
 impl ConvBn {
@@ -309,31 +312,64 @@ impl ConvBn {
             conv,
             bn,
             folded: OnceLock::new(),
+            blocked: OnceLock::new(),
         }
+    }
+
+    /// Whether every tensor of the unit is read-only (a network built by `Model::frozen`):
+    /// what inference may pack once and keep.
+    pub fn is_read_only(&self) -> bool {
+        !self.conv.weight().is_variable() && !self.bn.has_variables()
+    }
+
+    /// `act(bn(conv(x)) + residual)` on blocked (NCHW16c) activations, batch norm folded
+    /// with its running statistics: inference with read-only weights
+    /// ([`Self::is_read_only`]), the weights packed on the first call
+    /// ([`ops::blocked::BlockedConv`]).
+    pub fn forward_blocked(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        act: Activation,
+    ) -> Result<Tensor> {
+        if !self.is_read_only() {
+            candle_core::bail!("ConvBn::forward_blocked: the unit has variables");
+        }
+        let conv = match self.blocked.get() {
+            Some(conv) => conv,
+            None => {
+                let (weight, shift) = self.fold(DType::F32)?;
+                let conv = ops::blocked::BlockedConv::new(&weight, &shift, self.conv.params())?;
+                self.blocked.get_or_init(|| conv)
+            }
+        };
+        conv.forward(x, residual, act)
     }
 
     /// The convolution weight scaled by batch norm's `γ/√(var + ε)` and the shift
     /// `β − mean·γ/√(var + ε)`, in `dtype`: batch norm with running statistics folded into
-    /// the convolution. Computed once for read-only weights, on every call for variables.
+    /// the convolution.
+    fn fold(&self, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let (scale, shift) = self.bn.inference_affine(dtype)?;
+        let weight = self
+            .conv
+            .weight()
+            .to_dtype(dtype)?
+            .broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
+        Ok((weight, shift))
+    }
+
+    /// [`Self::fold`], computed once for read-only weights, on every call for variables.
     fn folded(&self, dtype: DType) -> Result<(Tensor, Tensor)> {
-        let fold = || -> Result<(Tensor, Tensor)> {
-            let (scale, shift) = self.bn.inference_affine(dtype)?;
-            let weight = self
-                .conv
-                .weight()
-                .to_dtype(dtype)?
-                .broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
-            Ok((weight, shift))
-        };
-        if self.conv.weight().is_variable() || self.bn.has_variables() {
-            return fold();
+        if !self.is_read_only() {
+            return self.fold(dtype);
         }
         if let Some((d, weight, shift)) = self.folded.get() {
             if *d == dtype {
                 return Ok((weight.clone(), shift.clone()));
             }
         }
-        let (weight, shift) = fold()?;
+        let (weight, shift) = self.fold(dtype)?;
         // Another dtype may already sit there; then this one is simply not kept.
         let _ = self.folded.set((dtype, weight.clone(), shift.clone()));
         Ok((weight, shift))

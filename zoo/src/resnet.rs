@@ -11,7 +11,7 @@
 //! | ResNet-D | three 3×3, width 32 | 3×3 | 2×2 avg-pool, then 1×1 conv | `resnet50d` |
 //! | ResNet-S | three 3×3, width 64 | 3×3 | 1×1 conv, stride 2 | `resnet50s` |
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use ops::{Activation, Conv2dParams, Pool2dParams};
 
@@ -317,6 +317,16 @@ impl ShortcutPool {
         }
     }
 
+    /// The pooling on blocked activations, where it has a blocked form (not `Same`).
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            ShortcutPool::Strided(p) => ops::blocked::avg_pool2d(x, *p),
+            ShortcutPool::Same => {
+                candle_core::bail!("the dilated stages' shortcut pooling has no blocked form")
+            }
+        }
+    }
+
     fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
         match self {
             ShortcutPool::Strided(p) => {
@@ -341,6 +351,16 @@ impl Shortcut {
         match &self.pool {
             Some(pool) => self.unit.forward_t(&pool.forward(x)?, train),
             None => self.unit.forward_t(x, train),
+        }
+    }
+
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.pool {
+            Some(pool) => {
+                self.unit
+                    .forward_blocked(&pool.forward_blocked(x)?, None, Activation::Identity)
+            }
+            None => self.unit.forward_blocked(x, None, Activation::Identity),
         }
     }
 
@@ -444,6 +464,38 @@ impl Block {
             y = unit.forward_with(&y, train, None, Activation::Relu)?;
         }
         last.forward_with(&y, train, Some(&identity), Activation::Relu)
+    }
+
+    /// Whether [`Self::forward_blocked`] serves this block: read-only weights, and no
+    /// dilated stage's shortcut pooling.
+    fn has_blocked_form(&self) -> bool {
+        self.path_a.iter().all(ConvBn::is_read_only)
+            && self.shortcut.as_ref().is_none_or(|s| {
+                s.unit.is_read_only() && !matches!(s.pool, Some(ShortcutPool::Same))
+            })
+    }
+
+    /// The block in inference on blocked (NCHW16c) activations.
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        let identity = match &self.shortcut {
+            Some(s) => s.forward_blocked(x)?,
+            None => x.clone(),
+        };
+        let (last, inner) = self.path_a.split_last().expect("path A has units");
+        let mut y = x.clone();
+        for unit in inner {
+            y = unit.forward_blocked(&y, None, Activation::Relu)?;
+        }
+        last.forward_blocked(&y, Some(&identity), Activation::Relu)
+    }
+
+    /// Output channels.
+    fn out_channels(&self) -> usize {
+        self.path_a
+            .last()
+            .expect("path A has units")
+            .conv
+            .out_channels()
     }
 
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
@@ -577,23 +629,37 @@ impl ResNet {
     pub fn config(&self) -> &ResNetConfig {
         &self.cfg
     }
-}
 
-impl Classifier for ResNet {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let features = self.forward_features(x, train)?;
-        self.forward_head(features.last().expect("four stages"))
+    /// Whether inference on `x` takes the blocked path ([`ops::blocked`]): f32 on a CPU
+    /// with AVX-512F, read-only weights (`Model::frozen`), no dilated stage.
+    fn takes_blocked_path(&self, x: &Tensor) -> bool {
+        x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && ops::blocked::available()
+            && self
+                .stem
+                .deep
+                .iter()
+                .chain([&self.stem.last])
+                .all(ConvBn::is_read_only)
+            && self.stages.iter().flatten().all(Block::has_blocked_form)
     }
 
-    fn forward_head(&self, last: &Tensor) -> Result<Tensor> {
-        let pooled = ops::global_avg_pool(last)?;
-        match &self.fc {
-            Some(fc) => fc.forward(&pooled),
-            None => Ok(pooled),
+    /// Inference with the stages on blocked activations: the stem in NCHW, converted once
+    /// after its max-pool, the classifier's pooling read from the blocked layout.
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        let mut x = ops::blocked::to_blocked(&self.stem.forward_t(x, false)?)?;
+        let blocks = self.stages.iter().flatten();
+        let channels = blocks.clone().last().expect("four stages").out_channels();
+        for block in blocks {
+            x = block.forward_blocked(&x)?;
         }
+        self.classify(ops::blocked::global_avg_pool(&x, channels)?)
     }
 
-    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+    /// The input's channels and size, or a clear error.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let (_, c, h, w) = x.dims4()?;
         if c != self.cfg.in_chans {
             candle_core::bail!("expected {} input channels, got {c}", self.cfg.in_chans);
@@ -601,6 +667,33 @@ impl Classifier for ResNet {
         if h < 32 || w < 32 {
             candle_core::bail!("input of {h}x{w} is too small for a ResNet: at least 32x32");
         }
+        Ok(())
+    }
+
+    /// The classifier on pooled features `(N, C)` (none: the features).
+    fn classify(&self, pooled: Tensor) -> Result<Tensor> {
+        match &self.fc {
+            Some(fc) => fc.forward(&pooled),
+            None => Ok(pooled),
+        }
+    }
+}
+
+impl Classifier for ResNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train && self.takes_blocked_path(x) {
+            return self.forward_blocked(x);
+        }
+        let features = self.forward_features(x, train)?;
+        self.forward_head(features.last().expect("four stages"))
+    }
+
+    fn forward_head(&self, last: &Tensor) -> Result<Tensor> {
+        self.classify(ops::global_avg_pool(last)?)
+    }
+
+    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        self.check_input(x)?;
         let mut x = self.stem.forward_t(x, train)?;
         let mut features = Vec::with_capacity(4);
         for stage in &self.stages {
