@@ -264,6 +264,26 @@ impl Stem {
         ops::max_pool2d(&x, Self::max_pool())
     }
 
+    /// The stem in inference, its output blocked (NCHW16c). The first convolution runs in
+    /// NCHW (its 3 input channels would fill 3 of 16 lanes); the plain stem is converted
+    /// after its max-pool (a quarter of the values), the deep stem before its other two
+    /// convolutions, which run blocked.
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        let (first, rest) = match self.deep.split_first() {
+            Some((first, deep)) => (first, deep.iter().chain([&self.last]).collect()),
+            None => (&self.last, Vec::new()),
+        };
+        let y = first.forward_with(x, false, None, Activation::Relu)?;
+        if rest.is_empty() {
+            return ops::blocked::to_blocked(&ops::max_pool2d(&y, Self::max_pool())?);
+        }
+        let mut y = ops::blocked::to_blocked(&y)?;
+        for unit in rest {
+            y = unit.forward_blocked(&y, None, Activation::Relu)?;
+        }
+        ops::blocked::max_pool2d(&y, Self::max_pool())
+    }
+
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
         let mut x = x.to_string();
         for unit in self.deep.iter().chain([&self.last]) {
@@ -645,11 +665,11 @@ impl ResNet {
             && self.stages.iter().flatten().all(Block::has_blocked_form)
     }
 
-    /// Inference with the stages on blocked activations: the stem in NCHW, converted once
-    /// after its max-pool, the classifier's pooling read from the blocked layout.
+    /// Inference on blocked activations from the stem (see `Stem::forward_blocked`) to the
+    /// classifier's pooling.
     fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        let mut x = ops::blocked::to_blocked(&self.stem.forward_t(x, false)?)?;
+        let mut x = self.stem.forward_blocked(x)?;
         let blocks = self.stages.iter().flatten();
         let channels = blocks.clone().last().expect("four stages").out_channels();
         for block in blocks {

@@ -64,33 +64,39 @@ pub(super) struct Tile {
 /// A kernel for one `(R, J, CHECKED)`.
 pub(super) type Kernel = unsafe fn(&Geometry, &Tile);
 
-/// The kernel for `r ≤ 6` positions, `j ≤ 4` output blocks, with bounds checks on the
-/// input columns (`checked`: the tile touches the left or right padding) or without.
+/// The most output positions a tile of `j` output blocks covers: `R·J ≤ 24` accumulators
+/// (of 32 vector registers), at most 12 positions.
+pub(super) fn max_positions(j: usize) -> usize {
+    (24 / j.clamp(1, 4)).min(12)
+}
+
+/// The kernel for `r ≤ max_positions(j)` positions and `j ≤ 4` output blocks, with bounds
+/// checks on the input columns (`checked`: the tile touches the left or right padding) or
+/// without.
 pub(super) fn select(r: usize, j: usize, checked: bool) -> Kernel {
     if checked {
-        select_r::<true>(r, j)
+        select_j::<true>(r, j)
     } else {
-        select_r::<false>(r, j)
+        select_j::<false>(r, j)
     }
 }
 
-fn select_r<const C: bool>(r: usize, j: usize) -> Kernel {
-    match r {
-        1 => select_j::<1, C>(j),
-        2 => select_j::<2, C>(j),
-        3 => select_j::<3, C>(j),
-        4 => select_j::<4, C>(j),
-        5 => select_j::<5, C>(j),
-        _ => select_j::<6, C>(j),
-    }
+/// `tile::<R, J, C>` for the run-time `r` among the listed widths.
+macro_rules! by_width {
+    ($r:expr, $j:literal, $c:ident; $($w:literal)+) => {
+        match $r {
+            $($w => tile::<$w, $j, $c> as Kernel,)+
+            r => unreachable!("no tile of {r} positions for {} output blocks", $j),
+        }
+    };
 }
 
-fn select_j<const R: usize, const C: bool>(j: usize) -> Kernel {
+fn select_j<const C: bool>(r: usize, j: usize) -> Kernel {
     match j {
-        1 => tile::<R, 1, C>,
-        2 => tile::<R, 2, C>,
-        3 => tile::<R, 3, C>,
-        _ => tile::<R, 4, C>,
+        1 => by_width!(r, 1, C; 1 2 3 4 5 6 7 8 9 10 11 12),
+        2 => by_width!(r, 2, C; 1 2 3 4 5 6 7 8 9 10 11 12),
+        3 => by_width!(r, 3, C; 1 2 3 4 5 6 7 8),
+        _ => by_width!(r, 4, C; 1 2 3 4 5 6),
     }
 }
 

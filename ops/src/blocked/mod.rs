@@ -12,8 +12,8 @@
 //!   to a multiple of 16, which every op keeps at zero).
 //! - [`BlockedConv`]: `act(conv(x) + bias + residual)` for any kernel size, stride,
 //!   padding and dilation (one group).
-//! - [`avg_pool2d`], [`global_avg_pool`]: average pooling in the blocked layout (ResNet-D's
-//!   shortcut, the classifier's pooling).
+//! - [`max_pool2d`], [`avg_pool2d`], [`global_avg_pool`]: pooling in the blocked layout (the
+//!   stem's max-pool, ResNet-D's shortcut, the classifier's pooling).
 
 #[cfg(target_arch = "x86_64")]
 mod kernel;
@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use crate::dispatch::par_filled;
 use crate::{Activation, Conv2dParams};
 
-pub use pool::{avg_pool2d, global_avg_pool};
+pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 
 /// Channels per block: one AVX-512 vector of f32.
 pub const BLOCK: usize = 16;
@@ -138,8 +138,6 @@ pub struct BlockedConv {
 
 /// Output blocks a tile covers at most.
 const MAX_J: usize = 4;
-/// Output positions a tile covers at most.
-const MAX_R: usize = 6;
 /// Input-channel blocks × taps in one chunk: the weight slab a group of tiles streams is
 /// `16·MAX_J · 16 · CHUNK_TAPS` floats (32 KiB), kept in L1 across the unit's tiles.
 const CHUNK_TAPS: usize = 8;
@@ -305,12 +303,13 @@ impl BlockedConv {
                 let g = geometry(blocks);
                 for j0 in (0..cob).step_by(MAX_J) {
                     let jn = MAX_J.min(cob - j0);
+                    let max_r = kernel::max_positions(jn);
                     for s in segs.clone() {
                         let (row, si) = (s / segs_per_row, s % segs_per_row);
                         let (img, oy) = (row / goh, row % goh);
                         let start = si * seg_len;
                         let end = (start + seg_len).min(gow);
-                        let tiles = (end - start).div_ceil(MAX_R);
+                        let tiles = (end - start).div_ceil(max_r);
                         for t in 0..tiles {
                             // Tiles as even as possible: the first ones one longer.
                             let (base, extra) = ((end - start) / tiles, (end - start) % tiles);
