@@ -14,6 +14,9 @@
 //!   `count_include_pad`, with a backward for any kernel and stride (the 3×3/2 stem max-pool
 //!   of ResNet, the 2×2 `ceil_mode` average-pool shortcut of ResNet-D).
 //! - [`global_avg_pool`]: the classifier's pooling.
+//! - [`blocked`]: the NCHW16c inference path (direct AVX-512 convolutions on weights packed
+//!   once, the epilogue in registers, pooling, layout conversions) that frozen ResNets keep
+//!   from the stem to the classifier's pooling.
 //! - [`batch_norm_train`]: batch norm with batch statistics, its sums in f32 blocks with f64
 //!   totals and a closed-form backward (the composed version loses three digits of the
 //!   input gradient in f32);
