@@ -151,23 +151,38 @@ unsafe fn tile<const R: usize, const J: usize, const CHECKED: bool>(g: &Geometry
                     (0, R)
                 };
                 let xp = row.wrapping_offset(x0 * BLOCK as isize);
-                for lane in 0..BLOCK {
-                    let mut wv = [_mm512_setzero_ps(); J];
-                    for (jj, wv) in wv.iter_mut().enumerate() {
-                        // SAFETY: output block `jj` of the group, this tap and lane.
-                        *wv = unsafe { _mm512_loadu_ps(wk.add(jj * g.w_block + lane * BLOCK)) };
-                    }
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        if CHECKED && (r < lo || r >= hi) {
-                            continue;
+                // One tap over the 16 input lanes; `$partial`: skip the positions whose
+                // column falls in the padding (only at a checked tile's edge taps, so the
+                // other taps keep the branch-free loop).
+                macro_rules! tap {
+                    ($partial:literal) => {
+                        for lane in 0..BLOCK {
+                            let mut wv = [_mm512_setzero_ps(); J];
+                            for (jj, wv) in wv.iter_mut().enumerate() {
+                                // SAFETY: output block `jj` of the group, this tap and lane.
+                                *wv = unsafe {
+                                    _mm512_loadu_ps(wk.add(jj * g.w_block + lane * BLOCK))
+                                };
+                            }
+                            for (r, acc) in acc.iter_mut().enumerate() {
+                                if $partial && (r < lo || r >= hi) {
+                                    continue;
+                                }
+                                // SAFETY: position `r` reads an in-bounds column (checked
+                                // above, or the whole tile is inside the input).
+                                let xv =
+                                    _mm512_set1_ps(unsafe { *xp.wrapping_add(r * step + lane) });
+                                for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                                    *acc = _mm512_fmadd_ps(xv, wv, *acc);
+                                }
+                            }
                         }
-                        // SAFETY: position `r` reads an in-bounds column (checked above, or
-                        // the whole tile is inside the input).
-                        let xv = _mm512_set1_ps(unsafe { *xp.wrapping_add(r * step + lane) });
-                        for (acc, &wv) in acc.iter_mut().zip(&wv) {
-                            *acc = _mm512_fmadd_ps(xv, wv, *acc);
-                        }
-                    }
+                    };
+                }
+                if lo > 0 || hi < R {
+                    tap!(true);
+                } else {
+                    tap!(false);
                 }
                 // SAFETY: the next tap of the packed weight.
                 wk = unsafe { wk.add(TAP) };
