@@ -11,13 +11,16 @@
 //! - [`to_blocked`], [`from_blocked`]: the layout conversions (channels padded with zeros
 //!   to a multiple of 16, which every op keeps at zero).
 //! - [`BlockedConv`]: `act(conv(x) + bias + residual)` for any kernel size, stride,
-//!   padding and dilation (one group).
+//!   padding and dilation (one group); 3×3 stride-1 convolutions with padding 1 take
+//!   Winograd's F(2×2, 3×3) (`winograd.rs`), whose 16 products run on the same kernel.
 //! - [`max_pool2d`], [`avg_pool2d`], [`global_avg_pool`]: pooling in the blocked layout (the
 //!   stem's max-pool, ResNet-D's shortcut, the classifier's pooling).
 
 #[cfg(target_arch = "x86_64")]
 mod kernel;
 mod pool;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
 use rayon::prelude::*;
@@ -134,7 +137,16 @@ pub struct BlockedConv {
     weight: Vec<f32>,
     /// One per output channel, padded with zeros to whole blocks.
     bias: Vec<f32>,
+    /// The filters transformed for Winograd's F(2×2, 3×3) (3×3 stride-1 convolutions with
+    /// padding 1 and at least [`WINOGRAD_CHANNELS`] channels each way), used on maps of
+    /// at least [`WINOGRAD_SIZE`].
+    winograd: Option<Vec<f32>>,
 }
+
+/// Input and output channels from which 3×3 stride-1 convolutions take Winograd.
+const WINOGRAD_CHANNELS: usize = 32;
+/// Map height and width from which they do.
+const WINOGRAD_SIZE: usize = 7;
 
 /// Output blocks a tile covers at most.
 const MAX_J: usize = 4;
@@ -169,9 +181,26 @@ impl BlockedConv {
             }
             Ok(())
         })?;
+        let winograd = if (kh, kw, params.stride, params.dilation, params.pads())
+            == (3, 3, 1, 1, (1, 1))
+            && c_in.min(c_out) >= WINOGRAD_CHANNELS
+            && cfg!(target_arch = "x86_64")
+        {
+            #[cfg(target_arch = "x86_64")]
+            {
+                Some(with_f32(&weight, "BlockedConv", |w| {
+                    Ok(winograd::pack_filters(w, c_out, c_in))
+                })?)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            None
+        } else {
+            None
+        };
         let mut bias = bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         bias.resize(cob * BLOCK, 0.0);
         Ok(Self {
+            winograd,
             c_in,
             c_out,
             kh,
@@ -296,6 +325,24 @@ impl BlockedConv {
         let len = n * cob * oh * ow * BLOCK;
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = SharedMut(out.as_mut_ptr());
+        if let Some(u) = &self.winograd {
+            if h.min(w) >= WINOGRAD_SIZE {
+                let plan = winograd::Plan {
+                    c_in: self.c_in,
+                    c_out: self.c_out,
+                    u,
+                    bias: &self.bias,
+                    act,
+                };
+                // SAFETY: AVX-512F is present (checked by `forward`); `out` has room for
+                // the whole output, which `run` writes.
+                unsafe {
+                    plan.run(x, residual, (n, h, w), dst);
+                    out.set_len(len);
+                }
+                return out;
+            }
+        }
         (0..units).into_par_iter().for_each(|u| {
             let segs = u * per_unit..((u + 1) * per_unit).min(total);
             for c0 in (0..cib).step_by(chunk) {

@@ -168,6 +168,32 @@ fn convolutions_match_the_nchw_op() {
             pad: (3, 3),
             dilation: 1,
         },
+        // Winograd F(2×2, 3×3): ≥ 64 channels, maps ≥ 14, odd sizes (half tiles), channel
+        // counts that leave padding lanes, more input blocks than one chunk.
+        Case {
+            x: [2, 64, 14, 14],
+            c_out: 64,
+            k: (3, 3),
+            stride: 1,
+            pad: (1, 1),
+            dilation: 1,
+        },
+        Case {
+            x: [1, 80, 15, 17],
+            c_out: 96,
+            k: (3, 3),
+            stride: 1,
+            pad: (1, 1),
+            dilation: 1,
+        },
+        Case {
+            x: [3, 160, 16, 21],
+            c_out: 70,
+            k: (3, 3),
+            stride: 1,
+            pad: (1, 1),
+            dilation: 1,
+        },
         // Padding wider than the kernel's reach at a 1-wide map; a 1×1 input.
         Case {
             x: [2, 16, 4, 1],
