@@ -6,7 +6,7 @@
 //! (`blocks.S.I.conv_dw` 3×3 depthwise, `bn1`, `conv_pw` 1×1, `bn2`; no residual), ReLU6
 //! after every batch norm, global average pooling and `classifier`.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use ops::{Activation, Conv2dParams};
 
@@ -81,6 +81,12 @@ impl Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.dw.forward_with(x, train, None, Activation::Relu6)?;
         self.pw.forward_with(&x, train, None, Activation::Relu6)
+    }
+
+    /// The block in inference on blocked (NCHW16c) activations.
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.dw.forward_blocked(x, None, Activation::Relu6)?;
+        self.pw.forward_blocked(&x, None, Activation::Relu6)
     }
 }
 
@@ -175,16 +181,43 @@ impl MobileNetV1 {
     pub fn config(&self) -> &MobileNetConfig {
         &self.cfg
     }
-}
 
-impl Classifier for MobileNetV1 {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let features = self.forward_features(x, train)?;
-        self.forward_head(features.last().expect("four stages"))
+    /// Whether inference on `x` takes the blocked path ([`ops::blocked`]): f32 on a CPU
+    /// with AVX-512F and read-only weights (`Model::frozen`).
+    fn takes_blocked_path(&self, x: &Tensor) -> bool {
+        x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && ops::blocked::available()
+            && self.stem.is_read_only()
+            && self
+                .stages
+                .iter()
+                .flatten()
+                .all(|b| b.dw.is_read_only() && b.pw.is_read_only())
     }
 
-    /// The outputs of stages 2–5 (strides 4, 8, 16, 32).
-    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+    /// Inference on blocked activations: the stem in NCHW (3 input channels), converted
+    /// once, the blocks blocked up to the classifier's pooling.
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        let stem = self.stem.forward_with(x, false, None, Activation::Relu6)?;
+        let mut x = ops::blocked::to_blocked(&stem)?;
+        let blocks = self.stages.iter().flatten();
+        let channels = blocks
+            .clone()
+            .last()
+            .expect("13 blocks")
+            .pw
+            .conv
+            .out_channels();
+        for block in blocks {
+            x = block.forward_blocked(&x)?;
+        }
+        self.classify(ops::blocked::global_avg_pool(&x, channels)?)
+    }
+
+    /// The input's channels and size, or a clear error.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let (_, c, h, w) = x.dims4()?;
         if c != self.cfg.in_chans {
             candle_core::bail!("expected {} input channels, got {c}", self.cfg.in_chans);
@@ -192,6 +225,30 @@ impl Classifier for MobileNetV1 {
         if h < 32 || w < 32 {
             candle_core::bail!("input of {h}x{w} is too small for MobileNet: at least 32x32");
         }
+        Ok(())
+    }
+
+    /// The classifier on pooled features `(N, C)` (none: the features).
+    fn classify(&self, pooled: Tensor) -> Result<Tensor> {
+        match &self.classifier {
+            Some(fc) => fc.forward(&pooled),
+            None => Ok(pooled),
+        }
+    }
+}
+
+impl Classifier for MobileNetV1 {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train && self.takes_blocked_path(x) {
+            return self.forward_blocked(x);
+        }
+        let features = self.forward_features(x, train)?;
+        self.forward_head(features.last().expect("four stages"))
+    }
+
+    /// The outputs of stages 2–5 (strides 4, 8, 16, 32).
+    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        self.check_input(x)?;
         let mut x = self.stem.forward_with(x, train, None, Activation::Relu6)?;
         let mut features = Vec::with_capacity(4);
         for (s, stage) in self.stages.iter().enumerate() {
@@ -206,11 +263,7 @@ impl Classifier for MobileNetV1 {
     }
 
     fn forward_head(&self, last: &Tensor) -> Result<Tensor> {
-        let pooled = ops::global_avg_pool(last)?;
-        match &self.classifier {
-            Some(fc) => fc.forward(&pooled),
-            None => Ok(pooled),
-        }
+        self.classify(ops::global_avg_pool(last)?)
     }
 
     fn macs(&self, h: usize, w: usize) -> u64 {

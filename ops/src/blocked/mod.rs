@@ -12,10 +12,13 @@
 //!   to a multiple of 16, which every op keeps at zero).
 //! - [`BlockedConv`]: `act(conv(x) + bias + residual)` for any kernel size, stride,
 //!   padding and dilation (one group); 3×3 stride-1 convolutions with padding 1 take
-//!   Winograd's F(2×2, 3×3) (`winograd.rs`), whose 16 products run on the same kernel.
+//!   Winograd's F(2×2, 3×3) (`winograd.rs`), whose 16 products run on the same kernel;
+//!   depthwise convolutions (MobileNet) their own kernel (`depthwise.rs`).
 //! - [`max_pool2d`], [`avg_pool2d`], [`global_avg_pool`]: pooling in the blocked layout (the
 //!   stem's max-pool, ResNet-D's shortcut, the classifier's pooling).
 
+#[cfg(target_arch = "x86_64")]
+mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod kernel;
 mod pool;
@@ -133,8 +136,11 @@ pub struct BlockedConv {
     kh: usize,
     kw: usize,
     params: Conv2dParams,
-    /// `(C_out/16, C_in/16, KH, KW, 16 in, 16 out)`, padding channels zero.
+    /// `(C_out/16, C_in/16, KH, KW, 16 in, 16 out)`, padding channels zero; for a
+    /// depthwise convolution `(C/16, KH, KW, 16)`.
     weight: Vec<f32>,
+    /// One group per channel (`groups = C_in = C_out`).
+    depthwise: bool,
     /// One per output channel, padded with zeros to whole blocks.
     bias: Vec<f32>,
     /// The filters transformed for Winograd's F(2×2, 3×3) (3×3 stride-1 convolutions with
@@ -160,17 +166,32 @@ impl BlockedConv {
     /// Packs `weight: (C_out, C_in, KH, KW)` and `bias: (C_out)`. Grouped convolutions
     /// are not supported.
     pub fn new(weight: &Tensor, bias: &Tensor, params: Conv2dParams) -> Result<Self> {
-        if params.groups != 1 {
-            candle_core::bail!("BlockedConv: grouped convolutions are not supported");
+        let (c_out, c_in_per_group, kh, kw) = weight.dims4()?;
+        let depthwise = params.groups > 1;
+        if depthwise && (params.groups != c_out || c_in_per_group != 1 || kh * kw > 9) {
+            candle_core::bail!(
+                "BlockedConv: of grouped convolutions only depthwise ones (groups = channels, \
+                 at most 9 taps) are supported, got {} groups for {c_out}x{c_in_per_group}x{kh}x{kw}",
+                params.groups
+            );
         }
-        let (c_out, c_in, kh, kw) = weight.dims4()?;
+        let c_in = c_in_per_group * params.groups;
         if bias.dims() != [c_out] {
             candle_core::bail!("BlockedConv: bias {:?} for {c_out} channels", bias.dims());
         }
         let weight = weight.to_dtype(DType::F32)?.contiguous()?;
         let (cib, cob, taps) = (c_in.div_ceil(BLOCK), c_out.div_ceil(BLOCK), kh * kw);
-        let mut packed = vec![0.0f32; cob * cib * taps * BLOCK * BLOCK];
-        with_f32(&weight, "BlockedConv", |w| {
+        let packed = with_f32(&weight, "BlockedConv", |w| {
+            if depthwise {
+                let mut packed = vec![0.0f32; cob * taps * BLOCK];
+                for (c, taps_of_c) in w.chunks_exact(taps).enumerate() {
+                    for (t, &v) in taps_of_c.iter().enumerate() {
+                        packed[(c / BLOCK * taps + t) * BLOCK + c % BLOCK] = v;
+                    }
+                }
+                return Ok(packed);
+            }
+            let mut packed = vec![0.0f32; cob * cib * taps * BLOCK * BLOCK];
             for (o, row) in w.chunks_exact(c_in * taps).enumerate() {
                 for (i, taps_of_i) in row.chunks_exact(taps).enumerate() {
                     for (t, &v) in taps_of_i.iter().enumerate() {
@@ -179,10 +200,11 @@ impl BlockedConv {
                     }
                 }
             }
-            Ok(())
+            Ok(packed)
         })?;
         let winograd = if (kh, kw, params.stride, params.dilation, params.pads())
             == (3, 3, 1, 1, (1, 1))
+            && !depthwise
             && c_in.min(c_out) >= WINOGRAD_CHANNELS
             && cfg!(target_arch = "x86_64")
         {
@@ -201,6 +223,7 @@ impl BlockedConv {
         bias.resize(cob * BLOCK, 0.0);
         Ok(Self {
             winograd,
+            depthwise,
             c_in,
             c_out,
             kh,
@@ -292,6 +315,32 @@ impl BlockedConv {
             self.kh * self.kw,
         );
         let (pad_h, pad_w) = self.params.pads();
+        if self.depthwise {
+            let dw = depthwise::Depthwise {
+                h,
+                w,
+                oh,
+                ow,
+                kh: self.kh,
+                kw: self.kw,
+                stride: self.params.stride,
+                dilation: self.params.dilation,
+                pad_h,
+                pad_w,
+                weight: &self.weight,
+                bias: &self.bias,
+                act,
+            };
+            let (in_plane, out_plane) = (h * w * BLOCK, oh * ow * BLOCK);
+            // SAFETY: `Depthwise::plane` writes each output plane whole; AVX-512F is
+            // present (checked by `forward`) and a kernel has at most 9 taps (`new`).
+            return unsafe {
+                par_filled(n * cob * out_plane, out_plane, |i, out| {
+                    let r = residual.map(|r| &r[i * out_plane..][..out_plane]);
+                    dw.plane(i % cob, &x[i * in_plane..][..in_plane], r, out);
+                })
+            };
+        }
         let pointwise = taps == 1 && self.params.stride == 1 && pad_h == 0 && pad_w == 0;
         // A 1×1 stride-1 convolution maps position p to position p: each image is one row.
         let (gh, gw, goh, gow) = if pointwise {

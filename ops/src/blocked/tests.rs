@@ -218,6 +218,53 @@ fn convolutions_match_the_nchw_op() {
 }
 
 #[test]
+fn depthwise_convolutions_match_the_nchw_op() {
+    if !runs_here() {
+        return;
+    }
+    let dev = Device::Cpu;
+    // MobileNet's 3×3 stride 1 and 2, odd sizes and channel counts, a 1×5 kernel with
+    // dilation.
+    for (i, &([n, c, h, w], (kh, kw), stride, (ph, pw), dilation)) in [
+        ([2, 32, 9, 11], (3, 3), 1, (1, 1), 1),
+        ([1, 40, 13, 10], (3, 3), 2, (1, 1), 1),
+        ([2, 8, 7, 7], (3, 3), 2, (1, 1), 1),
+        ([1, 20, 6, 12], (1, 5), 1, (0, 4), 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let seed = 50 + 10 * i as u64;
+        // Scaled so that ReLU6's upper bound is reached too.
+        let x = (uniform(&[n, c, h, w], seed, &dev).unwrap() * 20.0).unwrap();
+        let weight = uniform(&[c, 1, kh, kw], seed + 1, &dev).unwrap();
+        let bias = uniform(&[c], seed + 2, &dev).unwrap();
+        let p = Conv2dParams {
+            stride,
+            padding: ph,
+            padding_w: Some(pw),
+            dilation,
+            groups: c,
+        };
+        let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        let expected = crate::conv2d_fused(
+            &f64s(&x),
+            &f64s(&weight),
+            p,
+            &f64s(&bias),
+            None,
+            Activation::Relu6,
+        )
+        .unwrap();
+        let conv = BlockedConv::new(&weight, &bias, p).unwrap();
+        let got = conv
+            .forward(&to_blocked(&x).unwrap(), None, Activation::Relu6)
+            .unwrap();
+        assert_close(&f64s(&from_blocked(&got, c).unwrap()), &expected, 1e-5);
+    }
+}
+
+#[test]
 fn layout_round_trips_and_pads_with_zeros() {
     let x = uniform(&[2, 21, 3, 5], 9, &Device::Cpu).unwrap();
     let b = to_blocked(&x).unwrap();
@@ -282,6 +329,11 @@ fn bad_inputs_are_errors() {
         ..Default::default()
     };
     assert!(BlockedConv::new(&w, &b, grouped).is_err());
+    let depthwise_of_4 = Conv2dParams {
+        groups: 8,
+        ..Default::default()
+    };
+    assert!(BlockedConv::new(&w, &b, depthwise_of_4).is_err());
     assert!(BlockedConv::new(&w, &uniform(&[7], 2, &dev).unwrap(), Default::default()).is_err());
     if !runs_here() {
         return;

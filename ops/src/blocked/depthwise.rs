@@ -1,0 +1,92 @@
+//! The depthwise convolution in the blocked layout (MobileNet's `conv_dw`): each output
+//! vector is 16 channels' `Σ_taps x·w`, the taps' weight vectors kept in registers for a
+//! whole plane, the epilogue applied before the one store.
+
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+use super::BLOCK;
+use crate::Activation;
+
+/// One depthwise convolution's geometry and epilogue.
+pub(super) struct Depthwise<'a> {
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub dilation: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+    /// `(C/16, KH, KW, 16)`.
+    pub weight: &'a [f32],
+    /// One per channel, whole blocks.
+    pub bias: &'a [f32],
+    pub act: Activation,
+}
+
+/// The taps a kernel may have at most (weights kept in registers).
+pub(super) const MAX_TAPS: usize = 9;
+
+impl Depthwise<'_> {
+    /// Channel block `cb` of one image: input plane `x` to output plane `out`, with the
+    /// residual plane `residual` if any.
+    ///
+    /// # Safety
+    /// AVX-512F; `kh·kw ≤ MAX_TAPS`; the planes hold `h·w·16` and `oh·ow·16` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn plane(
+        &self,
+        cb: usize,
+        x: &[f32],
+        residual: Option<&[f32]>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        assert!(x.len() >= self.h * self.w * BLOCK && out.len() >= self.oh * self.ow * BLOCK);
+        let taps = self.kh * self.kw;
+        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        let mut wv = [zero; MAX_TAPS];
+        for (t, wv) in wv.iter_mut().enumerate().take(taps) {
+            // SAFETY: tap `t` of block `cb` lies inside the packed weight.
+            *wv = unsafe { _mm512_loadu_ps(self.weight[(cb * taps + t) * BLOCK..].as_ptr()) };
+        }
+        // SAFETY: block `cb` of the bias has 16 values.
+        let bias = unsafe { _mm512_loadu_ps(self.bias[cb * BLOCK..].as_ptr()) };
+        for oy in 0..self.oh {
+            for ox in 0..self.ow {
+                let mut acc = bias;
+                for i in 0..self.kh {
+                    let iy = (oy * self.stride + i * self.dilation) as isize - self.pad_h as isize;
+                    if iy < 0 || iy >= self.h as isize {
+                        continue;
+                    }
+                    for j in 0..self.kw {
+                        let ix =
+                            (ox * self.stride + j * self.dilation) as isize - self.pad_w as isize;
+                        if ix < 0 || ix >= self.w as isize {
+                            continue;
+                        }
+                        let at = (iy as usize * self.w + ix as usize) * BLOCK;
+                        // SAFETY: (iy, ix) lies inside the plane (checked, asserted above).
+                        let v = unsafe { _mm512_loadu_ps(x.as_ptr().add(at)) };
+                        acc = _mm512_fmadd_ps(v, wv[i * self.kw + j], acc);
+                    }
+                }
+                let at = (oy * self.ow + ox) * BLOCK;
+                if let Some(r) = residual {
+                    // SAFETY: the residual plane has the output's size.
+                    acc = _mm512_add_ps(acc, unsafe { _mm512_loadu_ps(r.as_ptr().add(at)) });
+                }
+                acc = match self.act {
+                    Activation::Identity => acc,
+                    Activation::Relu => _mm512_max_ps(acc, zero),
+                    Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(acc, zero), six),
+                };
+                // SAFETY: output (oy, ox) lies inside the plane (asserted above).
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at).cast(), acc) };
+            }
+        }
+    }
+}
