@@ -198,9 +198,10 @@ impl Plan<'_> {
     ) {
         let (h, w, t) = (tiles.h, tiles.w, tiles.t);
         let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-        for k in 0..t {
-            let (img, ty, tx) = tiles.at(k);
-            for b in 0..cob {
+        // Block by block, tile by tile: each of the 16 planes of M is read in order.
+        for b in 0..cob {
+            for k in 0..t {
+                let (img, ty, tx) = tiles.at(k);
                 let mut mv = [zero; POS];
                 for (pos, mv) in mv.iter_mut().enumerate() {
                     // SAFETY: M[pos][b][k] lies inside M.
@@ -277,10 +278,11 @@ impl Tiles {
 unsafe fn input_transform(x: &[f32], cib: usize, tiles: &Tiles, v: *mut f32) {
     let (h, w, t) = (tiles.h, tiles.w, tiles.t);
     let zero = _mm512_setzero_ps();
-    for k in 0..t {
-        let (img, ty, tx) = tiles.at(k);
-        let (y0, x0) = (2 * ty as isize - 1, 2 * tx as isize - 1);
-        for cb in 0..cib {
+    // Block by block, tile by tile: each of the 16 planes of V is written in order.
+    for cb in 0..cib {
+        for k in 0..t {
+            let (img, ty, tx) = tiles.at(k);
+            let (y0, x0) = (2 * ty as isize - 1, 2 * tx as isize - 1);
             let plane = &x[(img * cib + cb) * h * w * BLOCK..][..h * w * BLOCK];
             let mut d = [[zero; 4]; 4];
             for (i, d) in d.iter_mut().enumerate() {
