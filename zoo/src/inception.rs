@@ -6,7 +6,7 @@
 //! Every convolution is timm's `ConvNormAct`: convolution without bias (`.conv`), batch norm
 //! with ε = 1e-3 (`.bn`), ReLU. Default input 299×299.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use ops::{Activation, Conv2dParams, Pool2dParams};
 
@@ -120,6 +120,15 @@ impl Branch {
         Ok(x)
     }
 
+    /// The branch in inference on blocked (NCHW16c) activations.
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for u in &self.0 {
+            x = u.forward_blocked(&x, None, Activation::Relu)?;
+        }
+        Ok(x)
+    }
+
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
         let mut x = x.to_string();
         for u in &self.0 {
@@ -150,6 +159,15 @@ enum Pre {
 }
 
 impl Pre {
+    /// The pooling on blocked activations (none: `x` itself).
+    fn forward_blocked(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Pre::None => Ok(x.clone()),
+            Pre::AvgPool => ops::blocked::avg_pool2d(x, self.params()),
+            Pre::MaxPool => ops::blocked::max_pool2d(x, self.params()),
+        }
+    }
+
     fn params(self) -> Pool2dParams {
         match self {
             Pre::AvgPool => Pool2dParams::new(3, 1).padding(1),
@@ -182,6 +200,36 @@ impl Path {
                 b.forward_with(&y, train, None, Activation::Relu)?,
             ]),
         }
+    }
+
+    /// The path in inference on blocked activations.
+    fn forward_blocked(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let y = self.trunk.forward_blocked(&self.pre.forward_blocked(x)?)?;
+        match &self.split {
+            None => Ok(vec![y]),
+            Some((a, b)) => Ok(vec![
+                a.forward_blocked(&y, None, Activation::Relu)?,
+                b.forward_blocked(&y, None, Activation::Relu)?,
+            ]),
+        }
+    }
+
+    /// Its units, and whether each output fills whole channel blocks (so that the
+    /// module's concatenation of blocked outputs is the concatenation of channels).
+    fn has_blocked_form(&self) -> bool {
+        let outputs: Vec<&ConvBn> = match &self.split {
+            None => self.trunk.0.last().into_iter().collect(),
+            Some((a, b)) => vec![a, b],
+        };
+        outputs
+            .iter()
+            .all(|u| u.conv.out_channels() % ops::blocked::BLOCK == 0)
+            && self
+                .trunk
+                .0
+                .iter()
+                .chain(self.split.iter().flat_map(|(a, b)| [a, b]))
+                .all(ConvBn::is_read_only)
     }
 
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<Vec<String>> {
@@ -229,6 +277,16 @@ impl Module {
         let mut outs = Vec::new();
         for p in &self.0 {
             outs.extend(p.forward_t(x, train)?);
+        }
+        Tensor::cat(&outs, 1)
+    }
+
+    /// The module in inference on blocked activations: the paths' outputs concatenated
+    /// block-wise (each fills whole blocks, [`Path::has_blocked_form`]).
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        let mut outs = Vec::new();
+        for p in &self.0 {
+            outs.extend(p.forward_blocked(x)?);
         }
         Tensor::cat(&outs, 1)
     }
@@ -520,6 +578,51 @@ impl InceptionV3 {
         Ok(())
     }
 
+    /// Whether inference on `x` takes the blocked path ([`ops::blocked`]): f32 on a CPU
+    /// with AVX-512F, read-only weights (`Model::frozen`).
+    fn takes_blocked_path(&self, x: &Tensor) -> bool {
+        x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && ops::blocked::available()
+            && self.stem.iter().all(|(_, u)| u.is_read_only())
+            && self
+                .pre_aux
+                .iter()
+                .chain(&self.post_aux)
+                .flat_map(|m| &m.0)
+                .all(Path::has_blocked_form)
+    }
+
+    /// Inference on blocked activations: the first convolution in NCHW (3 input
+    /// channels), converted once, everything after it blocked up to the classifier's
+    /// pooling.
+    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        let ((_, first), rest) = self.stem.split_first().expect("five stem units");
+        let y = first.forward_with(x, false, None, Activation::Relu)?;
+        let mut x = ops::blocked::to_blocked(&y)?;
+        for (pre, u) in rest {
+            if pre.is_some() {
+                x = ops::blocked::max_pool2d(&x, Pre::MaxPool.params())?;
+            }
+            x = u.forward_blocked(&x, None, Activation::Relu)?;
+        }
+        x = ops::blocked::max_pool2d(&x, Pre::MaxPool.params())?;
+        for m in self.pre_aux.iter().chain(&self.post_aux) {
+            x = m.forward_blocked(&x)?;
+        }
+        let channels = x.dim(1)? * ops::blocked::BLOCK;
+        self.classify(ops::blocked::global_avg_pool(&x, channels)?)
+    }
+
+    /// The classifier on pooled features `(N, C)` (none: the features).
+    fn classify(&self, pooled: Tensor) -> Result<Tensor> {
+        match &self.fc {
+            Some(fc) => fc.forward(&pooled),
+            None => Ok(pooled),
+        }
+    }
+
     fn stem_forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for (pre, u) in &self.stem {
@@ -571,6 +674,9 @@ impl InceptionV3 {
 
 impl Classifier for InceptionV3 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train && self.takes_blocked_path(x) {
+            return self.forward_blocked(x);
+        }
         let (features, _) = self.run(x, train, false)?;
         self.forward_head(features.last().expect("four stages"))
     }
@@ -588,11 +694,7 @@ impl Classifier for InceptionV3 {
     }
 
     fn forward_head(&self, last: &Tensor) -> Result<Tensor> {
-        let pooled = ops::global_avg_pool(last)?;
-        match &self.fc {
-            Some(fc) => fc.forward(&pooled),
-            None => Ok(pooled),
-        }
+        self.classify(ops::global_avg_pool(last)?)
     }
 
     fn macs(&self, h: usize, w: usize) -> u64 {
