@@ -15,8 +15,9 @@
 //!   of ResNet, the 2×2 `ceil_mode` average-pool shortcut of ResNet-D).
 //! - [`global_avg_pool`]: the classifier's pooling.
 //! - [`blocked`]: the NCHW16c inference path (direct AVX-512 convolutions on weights packed
-//!   once, the epilogue in registers, pooling, layout conversions) that frozen ResNets keep
-//!   from the stem to the classifier's pooling.
+//!   once, Winograd F(2×2, 3×3), depthwise convolution, the epilogue in registers, pooling,
+//!   layout conversions) that frozen ResNets, MobileNet v1 and Inception-V3 keep from the
+//!   stem to the classifier's pooling.
 //! - [`batch_norm_train`]: batch norm with batch statistics, its sums in f32 blocks with f64
 //!   totals and a closed-form backward (the composed version loses three digits of the
 //!   input gradient in f32);
