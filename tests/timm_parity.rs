@@ -10,7 +10,7 @@ mod support;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::Deserialize;
-use support::parity::{check_step, relative_error};
+use support::parity::{check_step, read_only, relative_error};
 use zoo::models::ModelSpec;
 use zoo::resnet::{BlockKind, ResNet, ResNetConfig, ResNetVariant, StemKind};
 use zoo::Classifier;
@@ -88,16 +88,9 @@ fn model(name: &str) -> (ResNet, VarMap) {
 /// the blocked path where the CPU has one (`ops::blocked`).
 fn frozen_model(name: &str) -> ResNet {
     let (_, vars) = model(name);
-    let tensors: HashMap<String, Tensor> = vars
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
     ResNet::new(
         &narrow_config(name),
-        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+        VarBuilder::from_tensors(read_only(&vars), DType::F32, &Device::Cpu),
     )
     .unwrap()
 }

@@ -14,7 +14,7 @@ mod support;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use support::parity::{check_step, relative_error};
+use support::parity::{check_step, read_only, relative_error};
 use zoo::inception::AUX_LOSS_WEIGHT;
 use zoo::models::ModelSpec;
 use zoo::Classifier;
@@ -128,13 +128,7 @@ fn check(name: &str, sizes: [(usize, usize); 2]) {
         for frozen in [false, true] {
             let (net, vars) = model(name, DType::F32);
             let net = if frozen {
-                let tensors: HashMap<String, Tensor> = vars
-                    .data()
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-                    .collect();
+                let tensors = read_only(&vars);
                 ModelSpec::find(name)
                     .unwrap()
                     .with_num_classes(NUM_CLASSES)

@@ -8,6 +8,18 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
+/// The variables of `vars` as read-only tensors, as `Model::frozen` builds networks for
+/// inference (whose ResNets, MobileNets and Inceptions then take the blocked path where the
+/// CPU has AVX-512F).
+pub fn read_only(vars: &candle_nn::VarMap) -> HashMap<String, Tensor> {
+    vars.data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect()
+}
+
 /// max |ours − theirs| relative to the reference's largest magnitude.
 pub fn relative_error(ours: &Tensor, theirs: &Tensor) -> f64 {
     assert_eq!(ours.dims(), theirs.dims());

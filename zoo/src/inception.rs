@@ -568,14 +568,7 @@ impl InceptionV3 {
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
-        let (_, c, h, w) = x.dims4()?;
-        if c != self.cfg.in_chans {
-            candle_core::bail!("expected {} input channels, got {c}", self.cfg.in_chans);
-        }
-        if h < 75 || w < 75 {
-            candle_core::bail!("input of {h}x{w} is too small for Inception-V3: at least 75x75");
-        }
-        Ok(())
+        crate::layers::check_input(x, self.cfg.in_chans, 75, "Inception-V3")
     }
 
     /// Whether inference on `x` takes the blocked path ([`ops::blocked`]): f32 on a CPU
@@ -617,10 +610,7 @@ impl InceptionV3 {
 
     /// The classifier on pooled features `(N, C)` (none: the features).
     fn classify(&self, pooled: Tensor) -> Result<Tensor> {
-        match &self.fc {
-            Some(fc) => fc.forward(&pooled),
-            None => Ok(pooled),
-        }
+        crate::layers::classify(self.fc.as_ref(), pooled)
     }
 
     fn stem_forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {

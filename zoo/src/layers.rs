@@ -451,6 +451,29 @@ impl Linear {
     }
 }
 
+/// `x: (N, in_chans, H, W)` with H and W at least `min_size`, or a clear error naming
+/// `model` (as in "too small for a ResNet").
+pub(crate) fn check_input(x: &Tensor, in_chans: usize, min_size: usize, model: &str) -> Result<()> {
+    let (_, c, h, w) = x.dims4()?;
+    if c != in_chans {
+        candle_core::bail!("expected {in_chans} input channels, got {c}");
+    }
+    if h < min_size || w < min_size {
+        candle_core::bail!(
+            "input of {h}x{w} is too small for {model}: at least {min_size}x{min_size}"
+        );
+    }
+    Ok(())
+}
+
+/// The classifier `fc` on pooled features `(N, C)`; without one, the features.
+pub(crate) fn classify(fc: Option<&Linear>, pooled: Tensor) -> Result<Tensor> {
+    match fc {
+        Some(fc) => fc.forward(&pooled),
+        None => Ok(pooled),
+    }
+}
+
 /// ReLU.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     x.relu()

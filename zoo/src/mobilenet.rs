@@ -218,22 +218,12 @@ impl MobileNetV1 {
 
     /// The input's channels and size, or a clear error.
     fn check_input(&self, x: &Tensor) -> Result<()> {
-        let (_, c, h, w) = x.dims4()?;
-        if c != self.cfg.in_chans {
-            candle_core::bail!("expected {} input channels, got {c}", self.cfg.in_chans);
-        }
-        if h < 32 || w < 32 {
-            candle_core::bail!("input of {h}x{w} is too small for MobileNet: at least 32x32");
-        }
-        Ok(())
+        crate::layers::check_input(x, self.cfg.in_chans, 32, "MobileNet")
     }
 
     /// The classifier on pooled features `(N, C)` (none: the features).
     fn classify(&self, pooled: Tensor) -> Result<Tensor> {
-        match &self.classifier {
-            Some(fc) => fc.forward(&pooled),
-            None => Ok(pooled),
-        }
+        crate::layers::classify(self.classifier.as_ref(), pooled)
     }
 }
 

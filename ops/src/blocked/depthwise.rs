@@ -5,7 +5,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::BLOCK;
+use super::{kernel, BLOCK};
 use crate::Activation;
 
 /// One depthwise convolution's geometry and epilogue.
@@ -46,7 +46,7 @@ impl Depthwise<'_> {
     ) {
         assert!(x.len() >= self.h * self.w * BLOCK && out.len() >= self.oh * self.ow * BLOCK);
         let taps = self.kh * self.kw;
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        let zero = _mm512_setzero_ps();
         let mut wv = [zero; MAX_TAPS];
         for (t, wv) in wv.iter_mut().enumerate().take(taps) {
             // SAFETY: tap `t` of block `cb` lies inside the packed weight.
@@ -86,11 +86,7 @@ impl Depthwise<'_> {
                     // SAFETY: the residual plane has the output's size.
                     acc = _mm512_add_ps(acc, unsafe { _mm512_loadu_ps(r.as_ptr().add(at)) });
                 }
-                acc = match self.act {
-                    Activation::Identity => acc,
-                    Activation::Relu => _mm512_max_ps(acc, zero),
-                    Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(acc, zero), six),
-                };
+                acc = kernel::activate(self.act, acc);
                 // SAFETY: output (oy, ox) lies inside the plane (asserted above).
                 unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at).cast(), acc) };
             }

@@ -100,6 +100,18 @@ fn select_j<const C: bool>(r: usize, j: usize) -> Kernel {
     }
 }
 
+/// `act(v)` on 16 lanes: the activation of every blocked epilogue.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn activate(act: Activation, v: __m512) -> __m512 {
+    let zero = _mm512_setzero_ps();
+    match act {
+        Activation::Identity => v,
+        Activation::Relu => _mm512_max_ps(v, zero),
+        Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(6.0)),
+    }
+}
+
 /// The tile positions `r` whose input column `x0 + r·stride` lies in `[0, w)`.
 #[inline]
 fn valid_positions<const R: usize>(x0: isize, stride: usize, w: usize) -> (usize, usize) {
@@ -190,7 +202,6 @@ unsafe fn tile<const R: usize, const J: usize, const CHECKED: bool>(g: &Geometry
         }
     }
     // The store: raw partial sums, or on the last chunk `act(acc + bias + residual)`.
-    let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
     for (j, bias) in (0..J).map(|j| {
         // SAFETY: the group's bias has 16·J values.
         (j, unsafe { _mm512_loadu_ps(t.bias.add(j * BLOCK)) })
@@ -204,11 +215,7 @@ unsafe fn tile<const R: usize, const J: usize, const CHECKED: bool>(g: &Geometry
                     // SAFETY: the residual has the output's layout.
                     v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(t.residual.add(at)) });
                 }
-                v = match g.act {
-                    Activation::Identity => v,
-                    Activation::Relu => _mm512_max_ps(v, zero),
-                    Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), six),
-                };
+                v = activate(g.act, v);
             }
             // SAFETY: the tile's output positions belong to this thread.
             unsafe { _mm512_storeu_ps(t.out.add(at), v) };

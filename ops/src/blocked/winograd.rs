@@ -197,7 +197,7 @@ impl Plan<'_> {
         out: SharedMut<f32>,
     ) {
         let (h, w, t) = (tiles.h, tiles.w, tiles.t);
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        let zero = _mm512_setzero_ps();
         // Block by block, tile by tile: each of the 16 planes of M is read in order.
         for b in 0..cob {
             for k in 0..t {
@@ -236,11 +236,7 @@ impl Plan<'_> {
                             // SAFETY: the residual has the output's layout.
                             v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(res.as_ptr().add(at)) });
                         }
-                        v = match self.act {
-                            Activation::Identity => v,
-                            Activation::Relu => _mm512_max_ps(v, zero),
-                            Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), six),
-                        };
+                        v = kernel::activate(self.act, v);
                         // SAFETY: output (img, b, oy, ox) belongs to this unit's tiles.
                         unsafe { _mm512_storeu_ps(out.at(at), v) };
                     }
