@@ -163,8 +163,9 @@ const CHUNK_TAPS: usize = 8;
 const UNIT: usize = 192;
 
 impl BlockedConv {
-    /// Packs `weight: (C_out, C_in, KH, KW)` and `bias: (C_out)`. Grouped convolutions
-    /// are not supported.
+    /// Packs `weight: (C_out, C_in / groups, KH, KW)` and `bias: (C_out)`. Of grouped
+    /// convolutions only depthwise ones (`groups = C_in = C_out`, at most 9 taps) are
+    /// supported.
     pub fn new(weight: &Tensor, bias: &Tensor, params: Conv2dParams) -> Result<Self> {
         let (c_out, c_in_per_group, kh, kw) = weight.dims4()?;
         let depthwise = params.groups > 1;
