@@ -21,6 +21,7 @@ fn keep_freed_memory() {
 mod commands;
 mod device;
 mod plot;
+mod progress;
 mod weights_ref;
 
 use clap::{Parser, Subcommand};

@@ -1,171 +1,196 @@
-//! Line plots as PNG files, with no dependency beyond the image writer: axes, a light grid,
-//! numeric tick labels in a built-in 3×5 pixel font, one coloured polyline per series.
+//! Line plots as PNG files, drawn by `plotters` on its bitmap backend with a bundled font
+//! (DejaVu Sans, `assets/fonts/`), so that no system font or library is needed: a title,
+//! axis labels with units, round ticks, a grid and a legend.
 
 use std::path::Path;
+use std::sync::Once;
 
-use training::data::Image;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
 
-/// One line; its colour is [`COLOURS`] at its index (the report's caption names them).
+/// One line of a figure.
 pub struct Series {
+    /// The legend's entry.
+    pub label: String,
     /// Points (x, y).
     pub points: Vec<(f64, f64)>,
 }
 
-/// Line colours, in series order.
-pub const COLOURS: [[f32; 3]; 4] = [
-    [31., 119., 180.],
-    [214., 39., 40.],
-    [44., 160., 44.],
-    [148., 103., 189.],
+/// A figure: what it shows and how its axes are labelled (with units).
+pub struct Figure<'a> {
+    /// Title above the plot.
+    pub title: &'a str,
+    /// The x axis' label.
+    pub x_label: &'a str,
+    /// The y axis' label.
+    pub y_label: &'a str,
+    /// The lines, in legend order.
+    pub series: &'a [Series],
+}
+
+const WIDTH: u32 = 800;
+const HEIGHT: u32 = 500;
+/// The font family every text of a figure is drawn in.
+const FONT: &str = "sans-serif";
+
+/// Line colours, in series order (matplotlib's first four, which readers know).
+const COLOURS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
 ];
-/// Their names, for captions.
-pub const COLOUR_NAMES: [&str; 4] = ["blue", "red", "green", "purple"];
 
-const WIDTH: usize = 640;
-const HEIGHT: usize = 400;
-const LEFT: usize = 70;
-const RIGHT: usize = 20;
-const TOP: usize = 20;
-const BOTTOM: usize = 40;
-
-/// 3×5 glyphs for tick labels, one row per 3 bits.
-fn glyph(c: char) -> Option<[u8; 5]> {
-    Some(match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        'e' => [0, 7, 7, 4, 7],
-        _ => return None,
-    })
+fn register_bundled_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+        // The font is ours and known to parse; a failure would show as missing text.
+        let _ = register_font(FONT, FontStyle::Normal, bytes);
+    });
 }
 
-struct Canvas(Image);
-
-impl Canvas {
-    fn set(&mut self, x: i64, y: i64, rgb: [f32; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < WIDTH && (y as usize) < HEIGHT {
-            let i = (y as usize * WIDTH + x as usize) * 3;
-            self.0.data[i..i + 3].copy_from_slice(&rgb);
-        }
-    }
-
-    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [f32; 3], thick: i64) {
-        let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-        for s in 0..=steps {
-            let t = s as f64 / steps as f64;
-            let (x, y) = (
-                (x0 + (x1 - x0) * t).round() as i64,
-                (y0 + (y1 - y0) * t).round() as i64,
-            );
-            for dx in 0..thick {
-                for dy in 0..thick {
-                    self.set(x + dx, y + dy, rgb);
-                }
-            }
-        }
-    }
-
-    fn text(&mut self, x: i64, y: i64, s: &str) {
-        const SCALE: i64 = 2;
-        for (k, c) in s.chars().enumerate() {
-            let Some(rows) = glyph(c) else { continue };
-            for (r, bits) in rows.iter().enumerate() {
-                for b in 0..3 {
-                    if bits & (4 >> b) != 0 {
-                        for dx in 0..SCALE {
-                            for dy in 0..SCALE {
-                                self.set(
-                                    x + (k as i64 * 4 + b) * SCALE + dx,
-                                    y + r as i64 * SCALE + dy,
-                                    [0.; 3],
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn label(v: f64) -> String {
-    if v != 0.0 && (v.abs() < 0.01 || v.abs() >= 1e4) {
-        format!("{v:.0e}")
-    } else if v.fract() == 0.0 {
-        format!("{v:.0}")
+/// `v` as a tick label: no more digits than the tick step needs, no trailing zeros.
+fn tick_label(v: f64, step: f64) -> String {
+    let decimals = if step > 0.0 && step < 1.0 {
+        (-step.log10()).ceil().clamp(0.0, 8.0) as usize
     } else {
-        format!("{v:.3}").trim_end_matches('0').to_string()
+        0
+    };
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
     }
 }
 
-/// Draws `series` into a PNG at `path`; the axes span the data (y from 0 when all ≥ 0).
-pub fn line_plot(path: &Path, series: &[Series]) -> Result<(), String> {
-    let points = series.iter().flat_map(|s| s.points.iter());
-    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in points {
-        (x_lo, x_hi, y_lo, y_hi) = (x_lo.min(x), x_hi.max(x), y_lo.min(y), y_hi.max(y));
+/// The axis range of `values` with a little room, never empty.
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
     }
-    if x_lo > x_hi {
-        return Err("nothing to plot".into());
+    if hi - lo < 1e-12 {
+        return (lo - 0.5, hi + 0.5);
     }
-    if y_lo >= 0.0 {
-        y_lo = 0.0;
-    }
-    if x_hi <= x_lo {
-        x_hi = x_lo + 1.0;
-    }
-    if y_hi <= y_lo {
-        y_hi = y_lo + 1.0;
-    }
-    let (pw, ph) = (
-        (WIDTH - LEFT - RIGHT) as f64,
-        (HEIGHT - TOP - BOTTOM) as f64,
-    );
-    let to_px = |(x, y): (f64, f64)| {
-        (
-            LEFT as f64 + (x - x_lo) / (x_hi - x_lo) * pw,
-            TOP as f64 + (1.0 - (y - y_lo) / (y_hi - y_lo)) * ph,
-        )
-    };
-    let mut c = Canvas(Image::filled(WIDTH, HEIGHT, [255.; 3]));
-    for k in 0..=4 {
-        let f = k as f64 / 4.0;
-        let (gx, gy) = (x_lo + f * (x_hi - x_lo), y_lo + f * (y_hi - y_lo));
-        let (px, _) = to_px((gx, y_lo));
-        let (_, py) = to_px((x_lo, gy));
-        c.line((px, TOP as f64), (px, TOP as f64 + ph), [225.; 3], 1);
-        c.line((LEFT as f64, py), (LEFT as f64 + pw, py), [225.; 3], 1);
-        c.text(px as i64 - 8, (HEIGHT - BOTTOM + 8) as i64, &label(gx));
-        c.text(6, py as i64 - 5, &label(gy));
-    }
-    c.line(
-        (LEFT as f64, TOP as f64),
-        (LEFT as f64, TOP as f64 + ph),
-        [0.; 3],
-        1,
-    );
-    c.line(
-        (LEFT as f64, TOP as f64 + ph),
-        (LEFT as f64 + pw, TOP as f64 + ph),
-        [0.; 3],
-        1,
-    );
-    for (s, colour) in series.iter().zip(COLOURS.iter().cycle()) {
-        for w in s.points.windows(2) {
-            c.line(to_px(w[0]), to_px(w[1]), *colour, 2);
+    let pad = 0.04 * (hi - lo);
+    (lo - pad, hi + pad)
+}
+
+/// Draws `fig` into an RGB buffer of `WIDTH × HEIGHT`.
+fn render(fig: &Figure) -> Result<Vec<u8>, String> {
+    register_bundled_font();
+    let mut buf = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let err = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", fig.title);
+        let root = BitMapBackend::with_buffer(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let points = || fig.series.iter().flat_map(|s| s.points.iter());
+        let (x0, x1) = range(points().map(|p| p.0));
+        let (y0, y1) = range(points().map(|p| p.1));
+        let mut chart = ChartBuilder::on(&root)
+            .caption(fig.title, (FONT, 24))
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(&e))?;
+        let (x_step, y_step) = ((x1 - x0) / 10.0, (y1 - y0) / 10.0);
+        chart
+            .configure_mesh()
+            .x_desc(fig.x_label)
+            .y_desc(fig.y_label)
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .x_label_formatter(&|v| tick_label(*v, x_step))
+            .y_label_formatter(&|v| tick_label(*v, y_step))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (i, s) in fig.series.iter().enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    s.points.iter().copied(),
+                    colour.stroke_width(2),
+                ))
+                .map_err(|e| err(&e))?
+                .label(s.label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
+                });
         }
-        if let [only] = s.points.as_slice() {
-            c.line(to_px(*only), to_px(*only), *colour, 4);
-        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
     }
-    c.0.save_png(path)
+    Ok(buf)
+}
+
+/// Writes `fig` as a PNG at `path` (atomically).
+pub fn line_plot(path: &Path, fig: &Figure) -> Result<(), String> {
+    let buf = render(fig)?;
+    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, buf).expect("the buffer's size");
+    let mut png = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| format!("encoding {}: {e}", path.display()))?;
+    zoo::atomic::write(path, &png).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(tick_label(1.9999999, 0.2), "2");
+        assert_eq!(tick_label(0.025, 0.005), "0.025");
+        assert_eq!(tick_label(80.0, 2.0), "80");
+        assert_eq!(tick_label(-0.0, 0.1), "0");
+        assert_eq!(tick_label(-0.5, 0.1), "-0.5");
+    }
+
+    #[test]
+    fn draws_a_figure_with_text() {
+        let series = [
+            Series {
+                label: "baseline".into(),
+                points: (0..20).map(|i| (i as f64, (i as f64).sqrt())).collect(),
+            },
+            Series {
+                label: "tricks".into(),
+                points: (0..20).map(|i| (i as f64, 0.5 * i as f64 / 4.0)).collect(),
+            },
+        ];
+        let fig = Figure {
+            title: "test",
+            x_label: "epoch",
+            y_label: "top-1 (%)",
+            series: &series,
+        };
+        let buf = render(&fig).unwrap();
+        // Some pixels are dark (text, axes) and some coloured (the two lines).
+        let px = |i: usize| [buf[3 * i], buf[3 * i + 1], buf[3 * i + 2]];
+        let n = (WIDTH * HEIGHT) as usize;
+        assert!((0..n).any(|i| px(i) == [31, 119, 180]));
+        assert!((0..n).any(|i| px(i) == [214, 39, 40]));
+        assert!((0..n).filter(|&i| px(i).iter().all(|&c| c < 60)).count() > 500);
+    }
 }

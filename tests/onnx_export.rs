@@ -1,7 +1,8 @@
 //! `tricks export` checked by real consumers of its files: ONNX Runtime runs the ONNX graph
 //! at the default size and at an odd one and must agree with `tricks forward` (max error
-//! relative to the largest logit ≤ 1e-4); candle-onnx's evaluator runs it where it supports
-//! the graph's ops.
+//! relative to the largest logit ≤ 1e-4). (candle-onnx's evaluator was dropped as a second
+//! consumer: version 0.11 lacks `GlobalAveragePool` and padded pooling, so it ran none of the
+//! exported networks, and it needs protoc to build.)
 
 mod support;
 
@@ -45,17 +46,16 @@ fn random_weights(name: &str, classes: usize, path: &Path) {
     zoo::weights::save_weights(&model.vars, path).unwrap();
 }
 
-fn write_input(path: &Path, h: usize, w: usize, seed: u64) -> Tensor {
+fn write_input(path: &Path, h: usize, w: usize, seed: u64) {
     let x = ops::gradcheck::uniform(&[2, 3, h, w], seed, &Device::Cpu)
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap();
-    let tensors = HashMap::from([("input".to_string(), x.clone())]);
+    let tensors = HashMap::from([("input".to_string(), x)]);
     zoo::weights::save_tensors(&tensors, path).unwrap();
-    x
 }
 
-/// Exports `name` and compares ONNX Runtime (and candle-onnx) with `tricks forward` at
+/// Exports `name` and compares ONNX Runtime with `tricks forward` at
 /// `sizes`.
 fn check_model(name: &str, classes: usize, sizes: &[(usize, usize)]) {
     let dir = tempfile::tempdir().unwrap();
@@ -73,12 +73,13 @@ fn check_model(name: &str, classes: usize, sizes: &[(usize, usize)]) {
         out.to_str().unwrap(),
     ]);
     let onnx = out.join("model.onnx");
-    let proto = zoo::onnx::read(&onnx).unwrap();
+    // Our own reader parses it back (opset, graph) before anything runs it.
+    zoo::onnx::read(&onnx).unwrap();
     let python = python_with(&["onnxruntime", "safetensors", "numpy"]);
     for (i, &(h, wd)) in sizes.iter().enumerate() {
         let input = dir.path().join(format!("input{i}.safetensors"));
         let logits = dir.path().join(format!("logits{i}.safetensors"));
-        let x = write_input(&input, h, wd, i as u64);
+        write_input(&input, h, wd, i as u64);
         let (input_s, logits_s) = (input.to_str().unwrap(), logits.to_str().unwrap());
         tricks(&[
             "forward",
@@ -91,53 +92,6 @@ fn check_model(name: &str, classes: usize, sizes: &[(usize, usize)]) {
             "--output",
             logits_s,
         ]);
-        let expected =
-            candle_core::safetensors::load(&logits, &Device::Cpu).unwrap()["logits"].clone();
-
-        // candle-onnx's evaluator: compared where it runs the graph; where it does not, the
-        // reason must be an op it lacks (README: which exported models it runs).
-        let inputs = HashMap::from([("input".to_string(), x)]);
-        match candle_onnx::simple_eval(&proto, inputs) {
-            Ok(outputs) => {
-                let got = &outputs["logits"];
-                let err = (got - &expected)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let scale = expected
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(
-                    err / scale <= 1e-4,
-                    "{name} {h}x{wd}: candle-onnx relative error {}",
-                    err / scale
-                );
-            }
-            Err(e) => {
-                // What candle-onnx 0.11 lacks: padded max- and average-pooling (every
-                // ResNet stem, Inception's pooling branches) and GlobalAveragePool (every
-                // model's head).
-                let e = e.to_string();
-                let known = [
-                    "MaxPool with pads",
-                    "AvgPool with pads",
-                    "unsupported op_type GlobalAveragePool",
-                ];
-                assert!(
-                    known.iter().any(|k| e.contains(k)),
-                    "{name}: candle-onnx failed unexpectedly: {e}"
-                );
-            }
-        }
-
         if let Some(python) = &python {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_onnx.py");
             let out = Command::new(python)

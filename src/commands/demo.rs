@@ -10,11 +10,12 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use training::data::synth::{generate, SynthConfig};
 use training::recipe::{Precision, Recipe};
+use training::run_dir::RunDir;
 use training::trainer::{EpochMetrics, RunSpec, Trainer};
 use zoo::init::WeightInit;
 
-use super::train::{draw_progress, print_epoch};
-use crate::plot::{line_plot, Series, COLOUR_NAMES};
+use crate::plot::{line_plot, Figure, Series};
+use crate::progress::RunProgress;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -77,8 +78,8 @@ struct RecipeRun {
     lr: Vec<(f64, f64)>,
 }
 
-fn plot(path: &Path, series: Vec<Series>) -> Result<()> {
-    line_plot(path, &series).map_err(anyhow::Error::msg)
+fn plot(path: &Path, fig: &Figure) -> Result<()> {
+    line_plot(path, fig).map_err(anyhow::Error::msg)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -112,7 +113,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut results: Vec<RecipeRun> = Vec::new();
     for (name, recipe) in recipes(scale.epochs)? {
         let dir = args.out.join(format!("run-{name}"));
-        let mut trainer = if dir.join("run.json").exists() {
+        let mut trainer = if RunDir::is_run(&dir) {
             Trainer::resume(&dir, &Device::Cpu)?
         } else {
             Trainer::create(
@@ -133,16 +134,13 @@ pub fn run(args: Args) -> Result<()> {
             recipe.epochs
         );
         let t = Instant::now();
-        trainer.run(&mut draw_progress, &mut print_epoch)?;
+        RunProgress::new(name).drive(|progress, epoch| trainer.run(progress, epoch))?;
         let seconds = t.elapsed().as_secs_f64();
         let s = trainer.schedule();
         let lr: Vec<(f64, f64)> = (0..s.total_iters)
             .map(|i| (i as f64 / s.iters_per_epoch as f64, s.lr(i)))
             .collect();
-        let metrics = std::fs::read_to_string(dir.join("metrics.jsonl"))?
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<Vec<EpochMetrics>, _>>()?;
+        let metrics = trainer.run_dir().metrics()?;
         results.push(RecipeRun {
             name,
             recipe,
@@ -152,30 +150,45 @@ pub fn run(args: Args) -> Result<()> {
         });
     }
 
+    let lr: Vec<Series> = results
+        .iter()
+        .map(|r| Series {
+            label: r.name.to_string(),
+            points: r.lr.clone(),
+        })
+        .collect();
     plot(
         &args.out.join("lr.png"),
-        results
-            .iter()
-            .map(|r| Series {
-                points: r.lr.clone(),
-            })
-            .collect(),
+        &Figure {
+            title: "Learning rate per update (Figure 3a)",
+            x_label: "epoch",
+            y_label: "learning rate",
+            series: &lr,
+        },
     )?;
+    let top1: Vec<Series> = results
+        .iter()
+        .map(|r| Series {
+            label: r.name.to_string(),
+            points: r
+                .metrics
+                .iter()
+                .map(|m| (m.epoch as f64, 100.0 * m.top1))
+                .collect(),
+        })
+        .collect();
     plot(
         &args.out.join("top1.png"),
-        results
-            .iter()
-            .map(|r| Series {
-                points: r
-                    .metrics
-                    .iter()
-                    .map(|m| (m.epoch as f64, 100.0 * m.top1))
-                    .collect(),
-            })
-            .collect(),
+        &Figure {
+            title: "Validation top-1 per epoch (Figure 3b)",
+            x_label: "epoch",
+            y_label: "top-1 accuracy (%)",
+            series: &top1,
+        },
     )?;
     let report = report(&results, start.elapsed().as_secs_f64(), args.quick);
-    std::fs::write(args.out.join("report.md"), report)?;
+    zoo::atomic::write(&args.out.join("report.md"), report.as_bytes())
+        .with_context(|| format!("writing {}", args.out.join("report.md").display()))?;
     println!("report: {}", args.out.join("report.md").display());
     Ok(())
 }
@@ -222,13 +235,14 @@ fn report(results: &[RecipeRun], total_s: f64, quick: bool) -> String {
          the `tricks` run is measured against smoothed, mixed targets and is not comparable to \
          the baseline's."
     );
-    let legend: Vec<String> = results
-        .iter()
-        .zip(COLOUR_NAMES)
-        .map(|(r, c)| format!("{c}: {}", r.name))
-        .collect();
-    let _ = writeln!(md, "\n## Learning rate per update (the paper's Figure 3a)\n\n![learning rate](lr.png)\n\nx: epoch, y: learning rate; {}.\n", legend.join(", "));
-    let _ = writeln!(md, "## Validation top-1 per epoch (the paper's Figure 3b)\n\n![top-1](top1.png)\n\nx: epoch, y: top-1 (%); {}.\n", legend.join(", "));
+    let _ = writeln!(
+        md,
+        "\n## Learning rate per update (the paper's Figure 3a)\n\n![learning rate](lr.png)\n"
+    );
+    let _ = writeln!(
+        md,
+        "## Validation top-1 per epoch (the paper's Figure 3b)\n\n![top-1](top1.png)\n"
+    );
     let _ = writeln!(md, "## Per-epoch metrics\n");
     for RecipeRun {
         name, metrics: m, ..

@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use anyhow::Result;
 use zoo::export::{export, ExportFormats};
 
-use crate::weights_ref::{load, ZooArgs};
+use zoo::reference::WeightsRef;
+
+use crate::weights_ref::ZooArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A run directory, a safetensors file (with --model), `zoo:NAME[@VERSION]` or
     /// `hf:OWNER/REPO[@REV]`.
-    pub checkpoint: String,
+    pub checkpoint: WeightsRef,
     /// Architecture of a bare safetensors file.
     #[arg(long)]
     pub model: Option<String>,
@@ -29,7 +31,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let loaded = load(&args.checkpoint, args.model.as_deref(), &args.zoo)?;
+    let loaded =
+        training::weights::load(&args.checkpoint, args.model.as_deref(), &args.zoo.context())?;
     // Neither flag: both formats.
     let both = !args.safetensors && !args.onnx;
     let formats = ExportFormats {

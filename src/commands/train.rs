@@ -1,14 +1,15 @@
 //! `tricks train`: train a zoo model on a folder of images with a recipe; `--resume`.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use training::recipe::{LrSchedule, Precision, Recipe};
-use training::trainer::{EpochMetrics, Progress, RunSpec, Trainer};
+use training::trainer::{RunSpec, Trainer};
 use zoo::init::WeightInit;
+use zoo::reference::WeightsRef;
 
-use crate::weights_ref::{find_entry, resolve_path, ZooArgs};
+use crate::progress::RunProgress;
+use crate::weights_ref::ZooArgs;
 
 /// Recipe settings that can be overridden on the command line.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -25,9 +26,9 @@ pub struct Overrides {
     /// Learning rate (default: the recipe's, or linear scaling).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// `step` or `cosine`.
-    #[arg(long, value_parser = ["step", "cosine"])]
-    pub lr_schedule: Option<String>,
+    /// Learning-rate decay.
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<LrSchedule>,
     /// Epochs of step decay, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub lr_step_epochs: Option<Vec<usize>>,
@@ -52,9 +53,9 @@ pub struct Overrides {
     /// Inception-V3's auxiliary classifier (loss weight 0.4) on or off.
     #[arg(long)]
     pub aux_logits: Option<bool>,
-    /// Convolution initialisation: `xavier` (Section 2.1) or `kaiming`.
-    #[arg(long, value_parser = ["xavier", "kaiming"])]
-    pub weight_init: Option<String>,
+    /// Convolution initialisation: `xavier` (Section 2.1) or `kaiming` (timm, GluonCV's MSRA).
+    #[arg(long, value_enum)]
+    pub weight_init: Option<WeightInit>,
     /// Label smoothing ε.
     #[arg(long)]
     pub label_smoothing: Option<f64>,
@@ -70,9 +71,9 @@ pub struct Overrides {
     /// Distillation temperature.
     #[arg(long)]
     pub distill_temperature: Option<f64>,
-    /// `f32`, `f16` or `bf16`.
-    #[arg(long, value_parser = ["f32", "f16", "bf16"])]
-    pub precision: Option<String>,
+    /// Arithmetic precision (Section 3.2).
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
     /// Training crop size.
     #[arg(long)]
     pub size: Option<usize>,
@@ -118,37 +119,19 @@ impl Overrides {
             mixup_alpha,
             distill_temperature,
             seed,
-            workers
+            workers,
+            lr_schedule,
+            precision,
+            weight_init
         );
         if let Some(lr) = self.lr {
             r.lr = Some(lr);
-        }
-        if let Some(s) = &self.lr_schedule {
-            r.lr_schedule = if s == "cosine" {
-                LrSchedule::Cosine
-            } else {
-                LrSchedule::Step
-            };
         }
         if let Some(t) = &self.teacher {
             r.teacher = Some(t.clone());
         }
         if let Some(t) = &self.teacher_model {
             r.teacher_model = Some(t.clone());
-        }
-        if let Some(p) = &self.precision {
-            r.precision = match p.as_str() {
-                "f16" => Precision::F16,
-                "bf16" => Precision::Bf16,
-                _ => Precision::F32,
-            };
-        }
-        if let Some(init) = &self.weight_init {
-            r.weight_init = if init == "kaiming" {
-                WeightInit::Kaiming
-            } else {
-                WeightInit::Xavier
-            };
         }
         if let Some(s) = self.size {
             r.augment.size = s;
@@ -189,7 +172,7 @@ pub struct Args {
     /// Start from these weights (a safetensors file, a run directory, `zoo:NAME[@VERSION]`
     /// or `hf:OWNER/REPO[@REV]`); a classifier of another size is replaced.
     #[arg(long)]
-    pub init: Option<String>,
+    pub init: Option<WeightsRef>,
     /// Stop at the first unreadable image instead of skipping it.
     #[arg(long)]
     pub strict: bool,
@@ -202,48 +185,6 @@ pub struct Args {
     pub overrides: Overrides,
     #[command(flatten)]
     pub zoo: ZooArgs,
-}
-
-/// Draws a one-line progress bar on a terminal.
-pub fn draw_progress(p: Progress) {
-    let mut err = std::io::stderr();
-    if !err.is_terminal() {
-        return;
-    }
-    let width = 24;
-    let filled = width * p.batch / p.batches.max(1);
-    let _ = write!(
-        err,
-        "\repoch {}/{} [{}{}] {}/{} loss {:.4} lr {:.5} {:.1} img/s ",
-        p.epoch + 1,
-        p.epochs,
-        "=".repeat(filled),
-        " ".repeat(width - filled),
-        p.batch,
-        p.batches,
-        p.loss,
-        p.lr,
-        p.img_per_s
-    );
-    let _ = err.flush();
-}
-
-/// Prints one epoch's summary line.
-pub fn print_epoch(m: &EpochMetrics) {
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[K");
-    }
-    println!(
-        "epoch {:>3}: train loss {:.4}  val loss {:.4}  top-1 {:.2}%  top-5 {:.2}%  lr {:.5}  {:.1} img/s  {:.1} s",
-        m.epoch,
-        m.train_loss,
-        m.val_loss,
-        100.0 * m.top1,
-        100.0 * m.top5,
-        m.lr,
-        m.img_per_s,
-        m.seconds
-    );
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -259,18 +200,24 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => {
             let mut recipe = args.overrides.apply(Recipe::load(&args.recipe)?);
+            let ctx = args.zoo.context();
             // References resolve to files once, so the run directory records real paths.
             if let Some(teacher) = &recipe.teacher {
-                recipe.teacher = Some(resolve_path(teacher, &args.zoo)?.display().to_string());
+                let teacher: WeightsRef = teacher.parse()?;
+                recipe.teacher = Some(
+                    training::weights::safetensors(&teacher, &ctx)?
+                        .display()
+                        .to_string(),
+                );
             }
             let init = args
                 .init
-                .as_deref()
-                .map(|r| resolve_path(r, &args.zoo))
+                .as_ref()
+                .map(|r| training::weights::safetensors(r, &ctx))
                 .transpose()?;
-            let parent = match args.init.as_deref().and_then(|r| r.strip_prefix("zoo:")) {
-                Some(r) => Some(find_entry(&args.zoo.local(), &r.parse()?)?.1.id()),
-                None => None,
+            let parent = match &args.init {
+                Some(WeightsRef::Zoo(r)) => Some(ctx.find_entry(r)?.1.id()),
+                _ => None,
             };
             let (Some(model), Some(data), Some(out)) = (args.model, args.data, args.out) else {
                 bail!("--model, --data and --out are required for a new run");
@@ -289,7 +236,7 @@ pub fn run(args: Args) -> Result<()> {
             )?
         }
     };
-    trainer.run(&mut draw_progress, &mut print_epoch)?;
+    RunProgress::new("").drive(|progress, epoch| trainer.run(progress, epoch))?;
     let skipped = trainer.skipped_images();
     if !skipped.is_empty() {
         eprintln!("{} unreadable image(s) skipped:", skipped.len());

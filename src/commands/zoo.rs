@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use zoo::export::{export, ExportFormats};
 use zoo::local::{sha256_file, FileCheck};
-use zoo::registry::{Entry, EntryRef, Origin as HubOrigin, Version};
+use zoo::publish::PublishRequest;
+use zoo::reference::WeightsRef;
+use zoo::registry::{Entry, EntryRef, Version};
 
-use crate::weights_ref::{fetch, find_entry, load, registries, Origin, ZooArgs};
+use crate::weights_ref::ZooArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,19 +25,19 @@ pub enum Command {
     /// Everything an entry records.
     Show {
         /// NAME or NAME@VERSION.
-        entry: String,
+        entry: EntryRef,
     },
     /// Check every local zoo file, and every cached Hub file with a recorded sha256.
     Verify,
     /// Download an entry's files into the Hugging Face cache (verified when pinned).
     Pull {
         /// NAME or NAME@VERSION.
-        entry: String,
+        entry: EntryRef,
     },
     /// Download an entry's Hub files and record their size and sha256 in a registry file.
     Pin {
         /// NAME or NAME@VERSION.
-        entry: String,
+        entry: EntryRef,
         /// The registry file to update.
         #[arg(long, default_value = "weights.toml")]
         registry: PathBuf,
@@ -46,9 +47,9 @@ pub enum Command {
     /// Upload a local zoo entry to a Hub repository in one commit, with a model card.
     Push {
         /// NAME@VERSION of a local zoo entry.
-        entry: String,
+        entry: EntryRef,
         /// The Hub repository, OWNER/NAME (created if needed).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_repo)]
         repo: String,
         /// Create the repository private.
         #[arg(long)]
@@ -59,13 +60,13 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
     /// A run directory, a safetensors file (with --model), `zoo:` or `hf:` reference.
-    pub checkpoint: String,
+    pub checkpoint: WeightsRef,
     /// Entry name, timm style `architecture.tag` (e.g. `resnet10d_tiny.shapes_tricks`).
     #[arg(long)]
     pub name: String,
     /// Semantic version MAJOR.MINOR.PATCH; an existing version is never overwritten.
     #[arg(long)]
-    pub version: String,
+    pub version: Version,
     /// Architecture of a bare safetensors file.
     #[arg(long)]
     pub model: Option<String>,
@@ -105,7 +106,7 @@ fn list(args: &ZooArgs) -> Result<()> {
         "{:<36} {:<8} {:<16} {:<12} {:>6} {:>6}  {:<8} {:<7}",
         "name", "version", "architecture", "dataset", "top1", "top5", "registry", "sha256"
     );
-    for (origin, registry) in registries(&args.local())? {
+    for (origin, registry) in args.context().registries()? {
         for e in &registry.models {
             let pinned = e.files.iter().all(|f| f.sha256.is_some());
             println!(
@@ -124,8 +125,8 @@ fn list(args: &ZooArgs) -> Result<()> {
     Ok(())
 }
 
-fn show(args: &ZooArgs, entry: &str) -> Result<()> {
-    let (origin, e) = find_entry(&args.local(), &entry.parse()?)?;
+fn show(args: &ZooArgs, entry: &EntryRef) -> Result<()> {
+    let (origin, e) = args.context().find_entry(entry)?;
     println!("# {} ({} registry)", e.id(), origin.label());
     let text = toml::to_string_pretty(&e).context("formatting the entry")?;
     print!("{text}");
@@ -133,7 +134,8 @@ fn show(args: &ZooArgs, entry: &str) -> Result<()> {
 }
 
 fn verify(args: &ZooArgs) -> Result<()> {
-    let zoo = args.local();
+    let ctx = args.context();
+    let zoo = &ctx.local;
     let mut bad = 0;
     for (id, file, check) in zoo.verify()? {
         let status = match check {
@@ -151,7 +153,7 @@ fn verify(args: &ZooArgs) -> Result<()> {
     }
     // Hub files: only those already in the cache can be checked without the network.
     let cache_only = zoo::hub::Hub::from_env(true)?;
-    for (_, registry) in registries(&zoo)? {
+    for (_, registry) in ctx.registries()? {
         for e in registry.models.iter().filter(|e| e.origin.hub.is_some()) {
             for f in &e.files {
                 let Some(sha) = &f.sha256 else {
@@ -178,12 +180,11 @@ fn verify(args: &ZooArgs) -> Result<()> {
     Ok(())
 }
 
-fn pull(args: &ZooArgs, entry: &str) -> Result<()> {
-    let zoo = args.local();
-    let (_, e) = find_entry(&zoo, &entry.parse()?)?;
-    let hub = args.hub()?;
+fn pull(args: &ZooArgs, entry: &EntryRef) -> Result<()> {
+    let ctx = args.context();
+    let (_, e) = ctx.find_entry(entry)?;
     for f in &e.files {
-        let path = fetch(&zoo, &hub, &e, f.role)?;
+        let path = ctx.fetch(&e, f.role)?;
         let note = match &f.sha256 {
             Some(_) => "sha256 verified".to_string(),
             None => format!(
@@ -197,125 +198,28 @@ fn pull(args: &ZooArgs, entry: &str) -> Result<()> {
     Ok(())
 }
 
-fn pin(args: &ZooArgs, entry: &str, registry: &Path) -> Result<()> {
-    let r: EntryRef = entry.parse()?;
-    let text = std::fs::read_to_string(registry)
-        .with_context(|| format!("reading {}", registry.display()))?;
-    let parsed = zoo::registry::Registry::parse(&text, &registry.display().to_string())?;
-    let e = parsed
-        .find(&r)
-        .with_context(|| format!("{} has no entry {r}", registry.display()))?
-        .clone();
-    let Some(repo) = e.origin.hub.as_deref() else {
-        bail!(
-            "{} is not a Hub entry: local files are pinned when published",
-            e.id()
-        );
-    };
-    let hub = args.hub()?;
-    let mut doc: toml_edit::DocumentMut =
-        text.parse().context("parsing the registry for editing")?;
-    let models = doc["models"]
-        .as_array_of_tables_mut()
-        .context("`models` is not an array of tables")?;
-    let table = models
-        .iter_mut()
-        .find(|t| {
-            t.get("name").and_then(|v| v.as_str()) == Some(e.name.as_str())
-                && t.get("version").and_then(|v| v.as_str()) == Some(e.version.to_string().as_str())
-        })
-        .context("entry not found for editing")?;
-    let files = table["files"]
-        .as_array_mut()
-        .context("`files` must be an inline array")?;
-    for (i, f) in e.files.iter().enumerate() {
-        let path = hub.download(repo, e.origin.revision(), &f.path, f.sha256.as_deref())?;
-        let (sha, size) = sha256_file(&path)?;
-        let file = files
-            .get_mut(i)
-            .and_then(|v| v.as_inline_table_mut())
-            .context("each file must be an inline table")?;
-        file.insert("size", (size as i64).into());
-        file.insert("sha256", sha.clone().into());
-        println!("{:<20} {size:>12} bytes  sha256 {sha}", f.path);
+fn pin(args: &ZooArgs, entry: &EntryRef, registry: &Path) -> Result<()> {
+    let (e, files) = zoo::publish::pin(&args.context(), registry, entry)?;
+    for f in files {
+        println!("{:<20} {:>12} bytes  sha256 {}", f.path, f.size, f.sha256);
     }
-    table.remove("notes");
-    let new_text = doc.to_string();
-    zoo::registry::Registry::parse(&new_text, "pinned registry")?;
-    zoo::local::write_atomically(registry, new_text.as_bytes())?;
     println!("pinned {} in {}", e.id(), registry.display());
     Ok(())
 }
 
-/// The current time as RFC 3339 UTC.
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
-    let version: Version = p.version.parse().map_err(anyhow::Error::msg)?;
-    let loaded = load(&p.checkpoint, p.model.as_deref(), args)?;
-    let zoo = args.local();
-    let staging = staging_dir(&zoo, &format!("publish-{}", p.name))?;
-    let formats = ExportFormats {
-        safetensors: true,
-        onnx: true,
+    let ctx = args.context();
+    let loaded = training::weights::load(&p.checkpoint, p.model.as_deref(), &ctx)?;
+    let request = PublishRequest {
+        name: p.name,
+        version: p.version,
+        dataset: p.dataset,
+        license: p.license,
+        parent: p.parent,
+        source: format!("exported from {}", p.checkpoint),
     };
-    let mut meta = loaded.meta.clone();
-    meta.tag = p.name.split_once('.').map(|(_, t)| t.to_string());
-    let files = export(&loaded.model, &meta, formats, &staging)?;
-    let prov = loaded.provenance;
-    let entry = Entry {
-        name: p.name.clone(),
-        version,
-        architecture: loaded.model.spec.name.clone(),
-        dataset: p
-            .dataset
-            .or(prov.dataset)
-            .unwrap_or_else(|| "unknown".into()),
-        num_classes: loaded.model.spec.num_classes(),
-        recipe: prov.recipe,
-        source: prov
-            .source
-            .or_else(|| Some(format!("exported from {}", p.checkpoint))),
-        tricks: prov.tricks,
-        parent: p.parent.or(prov.parent),
-        license: p
-            .license
-            .or(prov.license)
-            .unwrap_or_else(|| "apache-2.0".into()),
-        created: now_rfc3339(),
-        notes: None,
-        metrics: prov.metrics,
-        input: loaded.meta.input,
-        origin: HubOrigin {
-            hub: None,
-            revision: None,
-        },
-        files: vec![],
-    };
-    let result = zoo.publish(entry, &files);
-    let _ = std::fs::remove_dir_all(&staging);
-    let entry = result?;
+    let entry = zoo::publish::publish(&ctx, &loaded, request)?;
+    let zoo = &ctx.local;
     println!("published {} in {}", entry.id(), zoo.root().display());
     for f in &entry.files {
         println!(
@@ -328,120 +232,14 @@ fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-/// The Hub model card: YAML front matter (library, tags, datasets, metrics as a
-/// model-index) and a description with the metrics, the recipe and its tricks.
-pub fn model_card(e: &Entry, repo: &str) -> String {
-    let mut card = String::from("---\nlibrary_name: timm\n");
-    card.push_str(&format!("license: {}\n", e.license));
-    card.push_str("tags:\n- image-classification\n- timm\n- tricks\n- bag-of-tricks\n");
-    for t in &e.tricks {
-        card.push_str(&format!("- {}\n", t.replace('_', "-")));
-    }
-    card.push_str(&format!(
-        "datasets:\n- {}\nmetrics:\n- accuracy\n",
-        e.dataset
-    ));
-    card.push_str(&format!(
-        "model-index:\n- name: {}\n  results:\n  - task:\n      type: image-classification\n    dataset:\n      name: {}\n      type: {}\n    metrics:\n",
-        e.name, e.dataset, e.dataset
-    ));
-    for (key, label) in [("top1", "Top-1 accuracy"), ("top5", "Top-5 accuracy")] {
-        if let Some(v) = e.metrics.get(key) {
-            card.push_str(&format!(
-                "    - type: accuracy\n      name: {label}\n      value: {v:.3}\n"
-            ));
-        }
-    }
-    card.push_str("---\n\n");
-    card.push_str(&format!("# {}\n\n", e.name));
-    card.push_str(&format!(
-        "A `{}` image classifier ({} classes, dataset `{}`), version {}, made with tricks: the \
-         *Bag of Tricks for Image Classification* (He et al., CVPR 2019) in Rust. Tensor names \
-         are timm's.\n\n## Usage\n\n```python\nimport timm\nmodel = timm.create_model(\"hf-hub:{repo}\", pretrained=True)\n```\n\n\
-         With a timm that cannot reach the Hub itself, load the downloaded files:\n\n```python\n\
-         import json, timm\nfrom huggingface_hub import hf_hub_download\n\
-         cfg = json.load(open(hf_hub_download(\"{repo}\", \"config.json\")))\n\
-         model = timm.create_model(cfg[\"architecture\"], pretrained=True, num_classes=cfg[\"num_classes\"],\n\
-             pretrained_cfg_overlay=dict(cfg[\"pretrained_cfg\"], file=hf_hub_download(\"{repo}\", \"model.safetensors\")))\n```\n\n\
-         In Rust: `tricks predict --weights hf:{repo} IMAGE`.\n\n",
-        e.architecture, e.num_classes, e.dataset, e.version
-    ));
-    card.push_str("## Metrics\n\n| metric | value |\n|---|---|\n");
-    for (k, v) in &e.metrics {
-        card.push_str(&format!("| {k} | {v:.3} |\n"));
-    }
-    card.push_str("\n## Training\n\n");
-    if e.tricks.is_empty() {
-        card.push_str("Tricks of the paper used: none (the baseline).\n\n");
-    } else {
-        card.push_str(&format!(
-            "Tricks of the paper used: {}.\n\n",
-            e.tricks.join(", ")
-        ));
-    }
-    if let Some(parent) = &e.parent {
-        card.push_str(&format!("Fine-tuned from `{parent}`.\n\n"));
-    }
-    if let Some(recipe) = &e.recipe {
-        card.push_str(&format!(
-            "Recipe:\n\n```toml\n{}\n```\n\n",
-            recipe.trim_end()
-        ));
-    }
-    let i = &e.input;
-    card.push_str(&format!(
-        "## Input\n\n{}×{} RGB, resized ({}) so the crop keeps {:.3} of the short side, centre-cropped, \
-         normalised with mean {:?} and std {:?}.\n\n## Files\n\n`model.safetensors` (timm names), \
-         `config.json` (timm `pretrained_cfg`), `model.onnx` (opset 19, input `input`, output `logits`).\n",
-        i.size[1], i.size[2], i.interpolation.as_str(), i.crop_pct, i.mean, i.std
-    ));
-    card
-}
-
-fn push(args: &ZooArgs, entry: &str, repo: &str, private: bool) -> Result<()> {
-    let r: EntryRef = entry.parse()?;
-    if r.version.is_none() {
-        bail!("push needs NAME@VERSION");
-    }
-    let zoo = args.local();
-    let (origin, e) = find_entry(&zoo, &r)?;
-    if origin != Origin::Local {
-        bail!(
-            "{} is a shipped entry; push publishes local zoo entries",
-            e.id()
-        );
-    }
-    let hub = args.hub()?;
-    let staging = staging_dir(&zoo, &format!("push-{}", e.id()))?;
-    let mut files = Vec::new();
-    for f in &e.files {
-        let path = fetch(&zoo, &hub, &e, f.role)?;
-        let named = staging.join(&f.path);
-        std::fs::copy(&path, &named).with_context(|| format!("staging {}", f.path))?;
-        files.push((f.path.clone(), named));
-    }
-    let card = staging.join("README.md");
-    std::fs::write(&card, model_card(&e, repo))?;
-    files.push(("README.md".to_string(), card));
-    let result = hub.push(
-        repo,
-        private,
-        &files,
-        &format!("Upload {} with tricks", e.id()),
-    );
-    let _ = std::fs::remove_dir_all(&staging);
-    let commit = result?;
+fn push(args: &ZooArgs, entry: &EntryRef, repo: &str, private: bool) -> Result<()> {
+    let (e, commit) = zoo::publish::push(&args.context(), entry, repo, private)?;
     println!("pushed {} to {repo} (commit {commit})", e.id());
     Ok(())
 }
 
-/// A fresh working directory `ZOO/staging/<label>-<pid>` for files on their way into the zoo
-/// or to the Hub; the caller removes it.
-fn staging_dir(zoo: &zoo::local::LocalZoo, label: &str) -> Result<PathBuf> {
-    let dir = zoo
-        .root()
-        .join("staging")
-        .join(format!("{label}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+/// A Hub repository id, checked before anything is sent.
+fn parse_repo(s: &str) -> Result<String, String> {
+    zoo::hub::check_repo_id(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }

@@ -8,7 +8,9 @@
 //! - [`loss`]: label smoothing, mixup, knowledge distillation.
 //! - [`precision`]: FP16/BF16 with f32 master weights and dynamic loss scaling.
 //! - [`recipe`]: a run's settings as TOML with the paper's defaults.
-//! - [`trainer`] and [`checkpoint`]: the training loop, its run directory and resumption.
+//! - [`trainer`] and [`checkpoint`]: the training loop and resumption; [`run_dir`]: the
+//!   run directory's files, written and read in one place, locked while a run uses it.
+//! - [`weights`]: weights from any reference, a run directory included.
 //! - [`step::TrainStep`]: one bare forward, cross-entropy backward and update (benchmarks).
 //!
 //! Nothing here knows a particular architecture: it works on any [`zoo::Classifier`] and the
@@ -23,8 +25,10 @@ pub mod loss;
 pub mod optim;
 pub mod precision;
 pub mod recipe;
+pub mod run_dir;
 pub mod schedule;
 pub mod step;
 pub mod trainer;
+pub mod weights;
 
 pub use error::TrainingError;

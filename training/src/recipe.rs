@@ -12,6 +12,7 @@ use crate::TrainingError;
 /// The learning-rate decay of a recipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LrSchedule {
     /// Step decay at `lr_step_epochs` (Section 2.1).
     Step,
@@ -22,6 +23,7 @@ pub enum LrSchedule {
 /// Arithmetic precision of the forward and backward passes (Section 3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Precision {
     /// Everything in f32.
     F32,

@@ -1,76 +1,30 @@
-//! The training loop: a model from the zoo, a recipe, a folder of images, a run directory.
+//! The training loop: a model from the zoo, a recipe, a folder of images, a run directory
+//! ([`RunDir`], which owns the directory's files and its lock).
 //!
-//! A run directory holds `run.json` (what was asked), `recipe.toml` (the effective recipe),
-//! `classes.json`, `metrics.jsonl` (one line per epoch), `checkpoint.safetensors` (everything
-//! needed to resume) and `model.safetensors` (the weights alone, in timm's names). Both
-//! safetensors files are rewritten atomically after every epoch; resuming continues from the
-//! last one, and because the data order, augmentation and mixup draws depend only on (seed,
-//! epoch, batch), the final weights equal those of an uninterrupted run.
+//! After every epoch the metrics line is appended, then the checkpoint and the weights are
+//! replaced atomically. Resuming continues from the checkpoint (rewriting
+//! `model.safetensors` from it, so that the two agree whatever point a kill interrupted),
+//! and because the data order, augmentation and mixup draws depend only on (seed, epoch,
+//! batch), the final weights equal those of an uninterrupted run bit for bit.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
-use serde::{Deserialize, Serialize};
 use zoo::models::{create_model_with, Model, ModelSpec};
 
 use crate::data::{ImageFolder, Loader, LoaderConfig};
 use crate::loss::{distillation_loss, mixup, smoothed_targets, soft_cross_entropy};
 use crate::optim::{Nag, NagConfig};
 use crate::precision::{all_finite, LossScaler};
-use crate::recipe::{Precision, Recipe};
+use crate::recipe::Precision;
+use crate::run_dir::RunDir;
+pub use crate::run_dir::{EpochMetrics, RunSpec};
 use crate::schedule::Schedule;
 use crate::TrainingError;
-
-/// What a run was asked to do (saved as `run.json`, read back by `--resume`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSpec {
-    /// Architecture name.
-    pub model: String,
-    /// Dataset root in the ImageNet layout.
-    pub data: PathBuf,
-    /// Pretrained weights to start from (the classifier is replaced if its size differs).
-    pub init: Option<PathBuf>,
-    /// The zoo entry (`name@version`) those weights came from, recorded as the parent of
-    /// checkpoints published from this run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<String>,
-    /// Stop at the first unreadable image.
-    pub strict: bool,
-    /// The recipe.
-    pub recipe: Recipe,
-}
-
-/// One epoch's numbers, as written to `metrics.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// 1-based epoch number.
-    pub epoch: usize,
-    /// Mean training loss (with the recipe's smoothing, mixup and distillation).
-    pub train_loss: f64,
-    /// Mean validation cross-entropy against the true labels.
-    pub val_loss: f64,
-    /// Validation top-1 accuracy in [0, 1].
-    pub top1: f64,
-    /// Validation top-5 accuracy in [0, 1].
-    pub top5: f64,
-    /// Learning rate of the epoch's last update.
-    pub lr: f64,
-    /// Training throughput.
-    pub img_per_s: f64,
-    /// Wall time of the epoch, validation included.
-    pub seconds: f64,
-    /// Updates skipped for overflow (f16) in the epoch.
-    pub skipped_updates: usize,
-    /// Unreadable images skipped so far.
-    pub skipped_images: usize,
-    /// Loss scale at the end of the epoch.
-    pub loss_scale: f64,
-}
 
 /// Where a run is, reported after every batch.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +107,7 @@ pub fn evaluate(
 
 /// A run being trained.
 pub struct Trainer {
-    dir: PathBuf,
+    run: RunDir,
     spec: RunSpec,
     model: Model,
     /// The distillation teacher, frozen (Section 5.4).
@@ -167,48 +121,29 @@ pub struct Trainer {
     val: Loader,
     classes: usize,
     epochs_done: usize,
-}
-
-fn io(path: &Path, e: std::io::Error) -> TrainingError {
-    TrainingError::data(path, e)
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<(), TrainingError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    /// Resumed without a checkpoint: started again from epoch 0.
+    restarted: bool,
 }
 
 impl Trainer {
     /// Starts a new run in `dir` (which must not hold one already), training on `device`.
     pub fn create(dir: &Path, spec: RunSpec, device: &Device) -> Result<Self, TrainingError> {
         spec.recipe.validate().map_err(TrainingError::Config)?;
-        if dir.join("run.json").exists() {
-            return Err(TrainingError::data(
-                dir,
-                "already holds a run: use --resume to continue it",
-            ));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let trainer = Self::build(dir, spec, device)?;
-        write_atomic(
-            &dir.join("run.json"),
-            &serde_json::to_string_pretty(&trainer.spec).expect("serialisable"),
-        )?;
-        write_atomic(&dir.join("recipe.toml"), &trainer.spec.recipe.to_toml())?;
-        std::fs::write(dir.join("metrics.jsonl"), "").map_err(|e| io(dir, e))?;
-        Ok(trainer)
+        let run = RunDir::create(dir, &spec)?;
+        Self::build(run, spec, device)
     }
 
     /// Reopens the run in `dir` at its last checkpoint, on `device` (not necessarily the
-    /// one it started on: checkpoints are device-independent).
+    /// one it started on: checkpoints are device-independent). A run killed before its
+    /// first checkpoint starts again from epoch 0 ([`Self::restarted`] says so).
     pub fn resume(dir: &Path, device: &Device) -> Result<Self, TrainingError> {
-        let run = dir.join("run.json");
-        let text = std::fs::read_to_string(&run).map_err(|e| io(&run, e))?;
-        let spec: RunSpec =
-            serde_json::from_str(&text).map_err(|e| TrainingError::data(&run, e))?;
-        let mut trainer = Self::build(dir, spec, device)?;
-        let ckpt = dir.join("checkpoint.safetensors");
+        let run = RunDir::resume(dir)?;
+        let spec = run.spec()?;
+        spec.recipe.validate().map_err(|e| {
+            TrainingError::data(&run.path(RunDir::SPEC), format!("cannot be resumed: {e}"))
+        })?;
+        let mut trainer = Self::build(run, spec, device)?;
+        let ckpt = trainer.run.path(RunDir::CHECKPOINT);
         if ckpt.exists() {
             trainer.epochs_done = crate::checkpoint::load(
                 &ckpt,
@@ -216,31 +151,18 @@ impl Trainer {
                 &mut trainer.nag,
                 &mut trainer.scaler,
             )?;
-        } else if let Some(init) = &trainer.spec.init {
-            // Killed before the first checkpoint: start over, as `create` did.
-            zoo::weights::load_for_finetuning(
-                &trainer.model.vars,
-                init,
-                &trainer.spec.model,
-                trainer.model.spec.classifier_name(),
-            )?;
+            // A kill between the checkpoint and the weights can leave the weights an epoch
+            // behind (or missing): they are rewritten from the checkpoint.
+            zoo::weights::save_weights(&trainer.model.vars, &trainer.run.path(RunDir::MODEL))?;
+        } else {
+            trainer.restarted = true;
         }
         // Drop metrics of epochs that will be run again.
-        let metrics = dir.join("metrics.jsonl");
-        let kept: String = std::fs::read_to_string(&metrics)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<EpochMetrics>(l)
-                    .is_ok_and(|m| m.epoch <= trainer.epochs_done)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        write_atomic(&metrics, &kept)?;
+        trainer.run.truncate_metrics(trainer.epochs_done)?;
         Ok(trainer)
     }
 
-    fn build(dir: &Path, spec: RunSpec, device: &Device) -> Result<Self, TrainingError> {
+    fn build(run: RunDir, spec: RunSpec, device: &Device) -> Result<Self, TrainingError> {
         let r = &spec.recipe;
         let classes = ImageFolder::class_names(&spec.data)?;
         let train_set = ImageFolder::open(&spec.data, "train", &classes)?;
@@ -302,13 +224,10 @@ impl Trainer {
             },
         );
         let updates_per_epoch = (train.batches_per_epoch() / r.accumulate).max(1);
-        std::fs::write(
-            dir.join("classes.json"),
-            serde_json::to_string(&classes).expect("serialisable"),
-        )
-        .map_err(|e| io(dir, e))?;
+        run.write_classes(&classes)?;
         Ok(Self {
-            dir: dir.to_path_buf(),
+            run,
+            restarted: false,
             scaler: LossScaler::new(r.precision),
             schedule: r.schedule(updates_per_epoch),
             classes: classes.len(),
@@ -321,6 +240,17 @@ impl Trainer {
             epochs_done: 0,
             device: device.clone(),
         })
+    }
+
+    /// Whether [`Self::resume`] found no checkpoint (the run was killed in its first epoch)
+    /// and so starts again from epoch 0.
+    pub fn restarted(&self) -> bool {
+        self.restarted
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run
     }
 
     /// Epochs already completed (non-zero after a resume).
@@ -348,22 +278,15 @@ impl Trainer {
         let mut all = Vec::new();
         for epoch in self.epochs_done..self.spec.recipe.epochs {
             let m = self.train_epoch(epoch, progress)?;
-            let line = serde_json::to_string(&m).expect("serialisable");
-            let metrics = self.dir.join("metrics.jsonl");
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&metrics)
-                .map_err(|e| io(&metrics, e))?;
-            writeln!(f, "{line}").map_err(|e| io(&metrics, e))?;
+            self.run.append_metrics(&m)?;
             crate::checkpoint::save(
-                &self.dir.join("checkpoint.safetensors"),
+                &self.run.path(RunDir::CHECKPOINT),
                 &self.model.vars,
                 &self.nag,
                 &self.scaler,
                 epoch + 1,
             )?;
-            zoo::weights::save_weights(&self.model.vars, &self.dir.join("model.safetensors"))?;
+            zoo::weights::save_weights(&self.model.vars, &self.run.path(RunDir::MODEL))?;
             self.epochs_done = epoch + 1;
             on_epoch(&m);
             all.push(m);

@@ -128,12 +128,28 @@ impl Hub {
 }
 
 fn split_repo(repo: &str) -> Result<(&str, &str)> {
+    check_repo_id(repo)?;
+    Ok(repo.split_once('/').expect("checked"))
+}
+
+/// Checks a Hub repository id `OWNER/NAME` by the Hub's rules before anything is sent:
+/// each part 1–96 characters of letters, digits, `-`, `_` and `.`, neither starting nor
+/// ending with `-` or `.`, and without `--` or `..`.
+pub fn check_repo_id(repo: &str) -> Result<()> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 96
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && !p.starts_with(['-', '.'])
+            && !p.ends_with(['-', '.'])
+            && !p.contains("--")
+            && !p.contains("..")
+    };
     match repo.split_once('/') {
-        Some((owner, name)) if !owner.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((owner, name))
-        }
+        Some((owner, name)) if part_ok(owner) && part_ok(name) => Ok(()),
         _ => Err(ZooError::Config(format!(
-            "`{repo}` is not a Hub repository OWNER/NAME"
+            "`{repo}` is not a Hub repository id OWNER/NAME (letters, digits, `-`, `_`, `.`; at most 96 each)"
         ))),
     }
 }

@@ -54,6 +54,7 @@ fn name_seed(seed: u64, name: &str) -> u64 {
 /// How convolution weights are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum WeightInit {
     /// Xavier uniform, as Section 2.1 states.
     #[default]

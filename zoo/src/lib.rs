@@ -11,13 +11,19 @@
 //! - [`init`]: the paper's initialisation (Section 2.1).
 //! - [`registry`]: the versioned registry of published checkpoints (`weights.toml`), and
 //!   [`local`]: the user's own zoo directory.
+//! - [`reference`]: weights references (`zoo:`, `hf:`, paths), parsed and resolved.
+//! - [`publish`]: publishing into the local zoo, pushing to the Hub (with the model card
+//!   of [`card`]), pinning Hub entries.
 //! - [`onnx`]: export to ONNX.
+//! - [`atomic`]: the one way files are written (temporary sibling, fsync, rename).
 //!
 //! Models know nothing about training: they expose `forward_t(x, train)` and their
 //! parameters live in a [`candle_nn::VarMap`] whose names are the checkpoint's names.
 
 #![warn(missing_docs)]
 
+pub mod atomic;
+pub mod card;
 mod error;
 pub mod export;
 pub mod hub;
@@ -29,6 +35,8 @@ pub mod local;
 pub mod mobilenet;
 pub mod models;
 pub mod onnx;
+pub mod publish;
+pub mod reference;
 pub mod registry;
 pub mod resnet;
 pub mod weights;

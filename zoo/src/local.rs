@@ -13,7 +13,7 @@
 //! lock: the registry is re-read inside the lock, so two concurrent publishes both land.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -140,9 +140,7 @@ impl LocalZoo {
         let (sha256, size) = sha256_file(path)?;
         let blob = self.blob_path(&sha256);
         if !blob.exists() {
-            let tmp = blob.with_extension(format!("tmp{}", std::process::id()));
-            fs::copy(path, &tmp)
-                .and_then(|_| fs::rename(&tmp, &blob))
+            crate::atomic::write_with(&blob, |tmp| fs::copy(path, tmp).map(drop))
                 .map_err(|source| ZooError::Io { path: blob, source })?;
         }
         Ok((sha256, size))
@@ -208,18 +206,12 @@ pub fn check_file(path: &Path, sha256: &str) -> Result<FileCheck> {
     })
 }
 
-/// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`.
+/// Writes `bytes` to `path` atomically ([`crate::atomic::write`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let io = |source| ZooError::Io {
+    crate::atomic::write(path, bytes).map_err(|source| ZooError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut file = File::create(&tmp).map_err(io)?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! temporary file and renames it, so a crash never leaves a half-written checkpoint.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -149,16 +149,13 @@ fn align_aux_classifier(vars: &VarMap, tensors: &mut HashMap<String, Tensor>) ->
 /// Writes `tensors` to `path` atomically: a temporary file in the same directory, flushed to
 /// disk, then renamed over `path`.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let io = |source| ZooError::Io {
+    crate::atomic::write_with(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp).map_err(std::io::Error::other)
+    })
+    .map_err(|source| ZooError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = temporary_sibling(path);
-    candle_core::safetensors::save(tensors, &tmp)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 /// Saves every variable of `vars` (parameters and batch-norm buffers) to `path` atomically.
@@ -170,14 +167,6 @@ pub fn save_weights(vars: &VarMap, path: &Path) -> Result<()> {
             .collect()
     };
     save_tensors(&tensors, path)
-}
-
-fn temporary_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 #[cfg(test)]
@@ -200,7 +189,7 @@ mod tests {
         (vm, cfg)
     }
 
-    fn dir() -> PathBuf {
+    fn dir() -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!(
             "tricks-zoo-{}-{:?}",
             std::process::id(),

@@ -214,6 +214,20 @@ pub fn train_transform<R: Rng>(rng: &mut R, img: &Image, cfg: &AugmentConfig) ->
     normalize(&img)
 }
 
+impl AugmentConfig {
+    /// The preprocessing of [`val_transform`] as a `pretrained_cfg` states it (what an
+    /// exported model's `config.json` and registry entry say), so the two cannot drift.
+    pub fn input_config(&self) -> zoo::registry::InputConfig {
+        zoo::registry::InputConfig {
+            size: [3, self.size, self.size],
+            mean: MEAN.map(|m| m as f64 / 255.0),
+            std: STD.map(|s| s as f64 / 255.0),
+            crop_pct: self.crop_fraction,
+            interpolation: super::image::RESIZE_FILTER,
+        }
+    }
+}
+
 /// Validation: resize the shorter side to `size / crop_fraction`, centre crop `size`.
 pub fn val_transform(img: &Image, cfg: &AugmentConfig) -> Vec<f32> {
     let short = (cfg.size as f64 / cfg.crop_fraction).round() as usize;

@@ -13,6 +13,9 @@ pub struct Image {
     pub data: Vec<f32>,
 }
 
+/// The resampling filter of [`Image::resize`], as an exported `pretrained_cfg` names it.
+pub const RESIZE_FILTER: zoo::registry::Interpolation = zoo::registry::Interpolation::Bilinear;
+
 impl Image {
     /// A `width × height` image filled with `rgb`.
     pub fn filled(width: usize, height: usize, rgb: [f32; 3]) -> Self {
@@ -80,7 +83,7 @@ impl Image {
     }
 
     /// Bilinear resize to `w × h`, sampling at pixel centres (PyTorch's
-    /// `align_corners=False`).
+    /// `align_corners=False`): the filter [`RESIZE_FILTER`] names.
     pub fn resize(&self, w: usize, h: usize) -> Image {
         if (w, h) == (self.width, self.height) {
             return self.clone();

@@ -1,4 +1,5 @@
-//! Export to ONNX, written with candle-onnx's protobuf types.
+//! Export to ONNX, written with the ONNX protobuf types of [`proto`] (generated from ONNX's
+//! `onnx.proto3` by `scripts/gen_onnx_proto.sh` and committed, so building needs no protoc).
 //!
 //! The graph uses opset 19 (so that `AveragePool`'s `ceil_mode` and `count_include_pad`
 //! mean what PyTorch means by them), one float input `input` of shape
@@ -13,16 +14,20 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use candle_onnx::onnx::{
+use ops::Pool2dParams;
+use prost::Message;
+use proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
     tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use ops::Pool2dParams;
-use prost::Message;
 
 use crate::layers::{BatchNorm2d, Conv2d, ConvBn, Linear};
 use crate::{Classifier, Result, ZooError};
+
+/// The ONNX IR's protobuf messages (`ModelProto`, `GraphProto`, …), generated code.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto;
 
 /// The opset the exporter writes.
 pub const OPSET: i64 = 19;
@@ -342,4 +347,25 @@ pub fn read(path: &Path) -> Result<ModelProto> {
         }
     }
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    /// The committed generated types come from the committed proto: the SHA-256 in
+    /// `proto.rs`'s header is the proto file's (`scripts/gen_onnx_proto.sh` writes both).
+    #[test]
+    fn generated_types_match_the_committed_proto() {
+        let proto = include_bytes!("../../proto/onnx.proto3");
+        let generated = include_str!("proto.rs");
+        let digest: String = Sha256::digest(proto)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(
+            generated.contains(&format!("// proto sha256: {digest}")),
+            "zoo/src/onnx/proto.rs is stale: run scripts/gen_onnx_proto.sh"
+        );
+    }
 }
