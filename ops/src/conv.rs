@@ -1,56 +1,21 @@
-//! 2-D convolution with an exact gradient for any input size: the public entry point, which
-//! picks the kernel for the device, dtype and grouping.
+//! The convolution entry points ([`conv2d`], [`conv2d_fused`], [`depthwise_conv2d`]): each
+//! asks [`crate::plan::conv`] once which kernel runs and runs it, as Candle ops with
+//! gradients where one is needed. Exact for any input size (Candle's own `conv2d` backward
+//! assumes H and W share parity), and the input gradient is skipped when the input needs
+//! none (the image fed to the stem).
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
+};
 
-use crate::conv_gemm::{ConvGemm, ConvGemmFused, ConvGeometry};
-use crate::epilogue::Activation;
-use crate::im2col::Window;
-use crate::shape::pool_output_size;
-
-/// Hyper-parameters of a 2-D convolution: the same on both spatial axes, except that the
-/// width's padding may differ (Inception-V3's 1×7 and 7×1 convolutions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv2dParams {
-    /// Step between windows.
-    pub stride: usize,
-    /// Zeros added on every side (top and bottom; left and right too unless `padding_w`).
-    pub padding: usize,
-    /// Zeros added left and right when that differs from `padding`.
-    pub padding_w: Option<usize>,
-    /// Spacing between kernel taps.
-    pub dilation: usize,
-    /// Channel groups (input and output channels split into this many independent parts).
-    pub groups: usize,
-}
-
-impl Default for Conv2dParams {
-    fn default() -> Self {
-        Self {
-            stride: 1,
-            padding: 0,
-            padding_w: None,
-            dilation: 1,
-            groups: 1,
-        }
-    }
-}
-
-impl Conv2dParams {
-    /// Padding of height and width.
-    pub fn pads(&self) -> (usize, usize) {
-        (self.padding, self.padding_w.unwrap_or(self.padding))
-    }
-
-    /// Output height and width for an `h × w` input and a `kh × kw` kernel, if the kernel
-    /// fits at all.
-    pub fn output_size(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
-        let (ph, pw) = self.pads();
-        let oh = pool_output_size(h, kh, self.stride, ph, self.dilation, false)?;
-        let ow = pool_output_size(w, kw, self.stride, pw, self.dilation, false)?;
-        Some((oh, ow))
-    }
-}
+use crate::epilogue::{Activation, Epilogue};
+use crate::gemm::GemmElem;
+use crate::geometry::{Conv2dParams, ConvGeometry};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::conv_padded;
+use crate::kernels::{composed, conv_gemm, depthwise, winograd};
+use crate::plan::{self, ConvKernel, ConvPlan, ConvQuery, Target};
+use crate::storage::contiguous;
 
 /// `a · b`, also for bf16 on the CPU, where Candle has no bf16 matmul kernel: there the
 /// product is accumulated in f32 and rounded back to bf16 (activations and weights stay
@@ -65,41 +30,90 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// The plan of `conv(x, weight)` in NCHW.
+fn plan_of(g: ConvGeometry, x: &Tensor, needs_grad: bool, residual: bool) -> ConvPlan {
+    plan::conv(&ConvQuery {
+        geometry: g,
+        dtype: x.dtype(),
+        target: Target::of(x.device()),
+        needs_grad,
+        residual,
+        layout: plan::Layout::Nchw,
+    })
+}
+
 /// Convolution of `x: (N, C_in, H, W)` with `weight: (C_out, C_in / groups, kh, kw)`, without
-/// bias (every convolution of the paper's networks is followed by batch norm).
-///
-/// On the CPU it runs as per-image im2col + GEMM (the `conv_gemm` module), whose gradients
-/// are exact for any input size (Candle's own `conv2d` backward assumes H and W share
-/// parity) and skip the input gradient when the input needs none. bf16 is computed in f32
-/// and rounded back (the `gemm` crate has no bf16 kernel). A depthwise convolution (groups =
-/// input channels = output channels) runs on the direct kernel of
-/// [`crate::depthwise_conv2d`]. On other devices it is composed from Candle's ops
-/// (`composed::conv2d`), with gradients exact for any input size there too.
+/// bias (every convolution of the paper's networks is followed by batch norm), on the
+/// kernel [`plan::conv`] picks: on the CPU Winograd F(2×2, 3×3), the padded AVX-512 kernel,
+/// im2col + GEMM or the depthwise kernel, bf16 computed in f32 and rounded back; elsewhere
+/// Candle's ops composed, with exact gradients there too.
 pub fn conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-    let (_, c_in, _, _) = x.dims4()?;
-    let (c_out, c_in_group, _, _) = weight.dims4()?;
-    if !x.device().is_cpu() {
-        geometry(x, weight, p)?;
-        return crate::composed::conv2d(x, weight, p);
+    let g = ConvGeometry::of(x, weight, p)?;
+    let plan = plan_of(g, x, true, false);
+    run(x, weight, p, g, plan)
+}
+
+/// Runs the convolution on the kernel of `plan` (no epilogue).
+fn run(
+    x: &Tensor,
+    weight: &Tensor,
+    p: Conv2dParams,
+    g: ConvGeometry,
+    plan: ConvPlan,
+) -> Result<Tensor> {
+    if plan.compute != x.dtype() {
+        let (xc, wc) = (x.to_dtype(plan.compute)?, weight.to_dtype(plan.compute)?);
+        let y = run(
+            &xc,
+            &wc,
+            p,
+            g,
+            ConvPlan {
+                compute: plan.compute,
+                ..plan
+            },
+        )?;
+        return y.to_dtype(x.dtype());
     }
-    if x.dtype() == DType::BF16 {
-        let y = conv2d(&x.to_dtype(DType::F32)?, &weight.to_dtype(DType::F32)?, p)?;
-        return y.to_dtype(DType::BF16);
+    match plan.kernel {
+        ConvKernel::Composed => composed::conv2d(x, weight, p),
+        ConvKernel::Depthwise => depthwise::depthwise_conv2d(x, weight, p),
+        ConvKernel::Winograd | ConvKernel::Padded | ConvKernel::Gemm => x.contiguous()?.apply_op2(
+            &weight.contiguous()?,
+            ConvOp {
+                g,
+                kernel: plan.kernel,
+            },
+        ),
+        k => candle_core::bail!(
+            "conv2d: the {k} kernel takes blocked tensors (ops::blocked::BlockedConv)"
+        ),
     }
-    if p.groups > 1 && p.groups == c_in && c_out == c_in && c_in_group == 1 {
-        return crate::depthwise::depthwise_conv2d(x, weight, p);
+}
+
+/// Depthwise convolution of `x: (N, C, H, W)` with `weight: (C, 1, kh, kw)` (groups = C);
+/// `p.groups` must equal C. The direct kernel on the CPU; elsewhere the sum of its taps
+/// composed from Candle's ops.
+pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    if !plan::is_depthwise(&ConvGeometry::of(x, weight, p)?) {
+        candle_core::bail!(
+            "depthwise_conv2d: input {:?} and weight {:?} with {} groups are not a depthwise convolution",
+            x.dims(),
+            weight.dims(),
+            p.groups
+        );
     }
-    conv2d_gemm(x, weight, p)
+    conv2d(x, weight, p)
 }
 
 /// `act(conv2d(x, weight) + bias[c] + residual)`: a convolution with its inference epilogue
 /// (batch norm's shift folded in as `bias`, the shortcut of a residual block, the
 /// activation).
 ///
-/// On the CPU, when nothing needs a gradient, the epilogue runs on each image's output right
-/// after its GEMM, while it is in cache, instead of as two or three passes over memory;
-/// otherwise (training, or frozen batch norm under fine-tuning) it is the composed ops, with
-/// their gradients.
+/// Where the plan fuses it (the CPU, nothing needing a gradient) the epilogue runs on each
+/// image's output right after its GEMM, while it is in cache, instead of as two or three
+/// passes over memory; otherwise (training, or frozen batch norm under fine-tuning) it is
+/// Candle's ops after the convolution, with their gradients.
 pub fn conv2d_fused(
     x: &Tensor,
     weight: &Tensor,
@@ -108,25 +122,22 @@ pub fn conv2d_fused(
     residual: Option<&Tensor>,
     act: Activation,
 ) -> Result<Tensor> {
-    let tracks = x.track_op()
+    let needs_grad = x.track_op()
         || weight.track_op()
         || bias.track_op()
         || residual.is_some_and(Tensor::track_op);
-    let (_, c_in, _, _) = x.dims4()?;
-    let (c_out, c_in_group, _, _) = weight.dims4()?;
-    let depthwise = p.groups > 1 && p.groups == c_in && c_out == c_in && c_in_group == 1;
-    let on_cpu = x.device().is_cpu();
-    if !tracks && on_cpu && depthwise && residual.is_none() && x.dtype().is_float() {
-        return crate::depthwise::depthwise_conv2d_fused(x, weight, p, bias, act);
-    }
-    let fusable = on_cpu && matches!(x.dtype(), DType::F32 | DType::F64 | DType::F16) && !depthwise;
-    if tracks || !fusable {
-        let y = conv2d(x, weight, p)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+    let g = ConvGeometry::of(x, weight, p)?;
+    let plan = plan_of(g, x, needs_grad, residual.is_some());
+    if !plan.fused_epilogue {
+        let y = run(x, weight, p, g, plan)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
         return act.after_residual(&y, residual);
     }
-    let geometry = geometry(x, weight, p)?;
-    let op = ConvGemmFused {
-        geometry,
+    if plan.kernel == ConvKernel::Depthwise {
+        return depthwise::depthwise_conv2d_fused(x, weight, p, bias, act);
+    }
+    let op = ConvFusedOp {
+        g,
+        kernel: plan.kernel,
         residual: residual.map(Tensor::contiguous).transpose()?,
         act,
     };
@@ -137,52 +148,276 @@ pub fn conv2d_fused(
     )
 }
 
-/// The geometry of `conv(x, weight)`, or a clear error if the shapes do not fit.
-pub(crate) fn geometry(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<ConvGeometry> {
-    let (n, c_in, h, w) = x.dims4()?;
-    let (c_out, c_in_group, kh, kw) = weight.dims4()?;
-    if p.groups == 0 || c_in != c_in_group * p.groups || c_out % p.groups != 0 {
-        candle_core::bail!(
-            "conv2d: input has {c_in} channels, weight {:?} with {} groups expects {}",
-            weight.dims(),
-            p.groups,
-            c_in_group * p.groups
-        );
-    }
-    let Some((oh, ow)) = p.output_size(h, w, kh, kw) else {
-        candle_core::bail!(
-            "conv2d: a {kh}x{kw} kernel (dilation {}, padding {:?}) does not fit a {h}x{w} input",
-            p.dilation,
-            p.pads()
-        );
-    };
-    let (pad_h, pad_w) = p.pads();
-    let win = Window {
-        kh,
-        kw,
-        stride: p.stride,
-        pad_h,
-        pad_w,
-        dilation: p.dilation,
-        h,
-        w,
-        oh,
-        ow,
-    };
-    Ok(ConvGeometry {
-        win,
-        n,
-        c_in,
-        c_out,
-        groups: p.groups,
-    })
+/// Runs `$body` with `$t` bound to the GEMM element type of `$storage`.
+macro_rules! dispatch_gemm {
+    ($op:expr, $storage:expr, |$t:ident| $body:expr) => {{
+        use candle_core::backend::BackendStorage as _;
+        use candle_core::WithDType;
+        match $storage {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            CpuStorage::F16(_) => {
+                type $t = half::f16;
+                $body.map(<$t as WithDType>::to_cpu_storage_owned)
+            }
+            other => candle_core::bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
+        }
+    }};
 }
 
-/// The im2col + GEMM convolution for any groups (f32, f64, f16 on the CPU).
-pub(crate) fn conv2d_gemm(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-    let g = geometry(x, weight, p)?;
-    x.contiguous()?
-        .apply_op2(&weight.contiguous()?, ConvGemm(g))
+/// The forward of a GEMM-family `kernel` in element type `T` (the padded kernel is f32's
+/// alone: [`forward_padded`]).
+fn forward_on<T: GemmElem>(
+    kernel: ConvKernel,
+    x: &[T],
+    w: &[T],
+    g: &ConvGeometry,
+    epilogue: Option<Epilogue<'_, T>>,
+) -> Result<Vec<T>> {
+    match kernel {
+        ConvKernel::Winograd => Ok(winograd::forward(x, w, g, epilogue.as_ref())),
+        ConvKernel::Gemm => Ok(conv_gemm::forward(x, w, g, epilogue)),
+        k => candle_core::bail!("conv2d: {k} is not an NCHW kernel for this dtype"),
+    }
+}
+
+/// The padded AVX-512 kernel on f32 storage.
+fn forward_padded(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    g: &ConvGeometry,
+    epilogue: Option<Epilogue<'_, f32>>,
+) -> Result<CpuStorage> {
+    let name = "conv2d (padded)";
+    let (x, w) = (
+        contiguous::<f32>(s1, l1, name)?,
+        contiguous::<f32>(s2, l2, name)?,
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        Ok(CpuStorage::F32(conv_padded::forward(
+            x,
+            w,
+            g,
+            epilogue.as_ref(),
+        )))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, w, g, epilogue);
+        candle_core::bail!("{name}: the padded kernel exists on x86-64 only")
+    }
+}
+
+/// The convolution as a Candle op on `(x, weight)` on its planned kernel; its backward
+/// builds only the gradients that are needed.
+#[derive(Debug, Clone, Copy)]
+struct ConvOp {
+    g: ConvGeometry,
+    kernel: ConvKernel,
+}
+
+/// Input gradient from the output gradient (arg 1) and the weight (arg 2).
+#[derive(Debug, Clone, Copy)]
+struct ConvGradInput(ConvGeometry);
+
+/// Weight gradient from the output gradient (arg 1) and the input (arg 2).
+#[derive(Debug, Clone, Copy)]
+struct ConvGradWeight(ConvGeometry);
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let out = if self.kernel == ConvKernel::Padded {
+            forward_padded(s1, l1, s2, l2, &g, None)?
+        } else {
+            dispatch_gemm!("conv2d", s1, |T| forward_on::<T>(
+                self.kernel,
+                contiguous::<T>(s1, l1, "conv2d")?,
+                contiguous::<T>(s2, l2, "conv2d")?,
+                &g,
+                None
+            ))?
+        };
+        Ok((out, Shape::from((g.n, g.c_out, g.win.oh, g.win.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(weight, &ConvGradInput(self.g))?)
+        } else {
+            None
+        };
+        let gw = if weight.track_op() {
+            Some(grad.apply_op2_no_bwd(x, &ConvGradWeight(self.g))?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
+    }
+}
+
+/// Inference convolution with its epilogue fused, on `(x, weight, bias)`; the residual
+/// rides in the op. It records no gradient: [`conv2d_fused`] only uses it when nothing
+/// needs one.
+#[derive(Debug, Clone)]
+struct ConvFusedOp {
+    g: ConvGeometry,
+    kernel: ConvKernel,
+    residual: Option<Tensor>,
+    act: Activation,
+}
+
+impl CustomOp3 for ConvFusedOp {
+    fn name(&self) -> &'static str {
+        "conv2d_fused"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let name = "conv2d_fused";
+        let shape = Shape::from((g.n, g.c_out, g.win.oh, g.win.ow));
+        let residual = match &self.residual {
+            Some(r) if r.dims() != shape.dims() => {
+                candle_core::bail!("{name}: residual {:?}, output {shape:?}", r.dims())
+            }
+            Some(r) => Some(r.storage_and_layout()),
+            None => None,
+        };
+        macro_rules! epilogue {
+            ($t:ty) => {{
+                let residual = match &residual {
+                    Some((storage, layout)) => match &**storage {
+                        Storage::Cpu(cpu) => Some(contiguous::<$t>(cpu, layout, name)?),
+                        _ => candle_core::bail!("{name}: residual is not on the CPU"),
+                    },
+                    None => None,
+                };
+                Epilogue {
+                    bias: contiguous::<$t>(s3, l3, name)?,
+                    residual,
+                    act: self.act,
+                }
+            }};
+        }
+        let out = if self.kernel == ConvKernel::Padded {
+            forward_padded(s1, l1, s2, l2, &g, Some(epilogue!(f32)))?
+        } else {
+            dispatch_gemm!(name, s1, |T| forward_on::<T>(
+                self.kernel,
+                contiguous::<T>(s1, l1, name)?,
+                contiguous::<T>(s2, l2, name)?,
+                &g,
+                Some(epilogue!(T))
+            ))?
+        };
+        Ok((out, shape))
+    }
+}
+
+impl CustomOp2 for ConvGradInput {
+    fn name(&self) -> &'static str {
+        "conv2d_grad_input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let name = "conv2d_grad_input";
+        let out = dispatch_gemm!(name, s1, |T| {
+            let (grad, w) = (
+                contiguous::<T>(s1, l1, name)?,
+                contiguous::<T>(s2, l2, name)?,
+            );
+            Ok::<_, candle_core::Error>(match plan::conv_grad_input(&g, s1.dtype()) {
+                ConvKernel::Winograd => winograd::grad_input(grad, w, &g),
+                _ => conv_gemm::grad_input(grad, w, &g),
+            })
+        })?;
+        Ok((out, Shape::from((g.n, g.c_in, g.win.h, g.win.w))))
+    }
+}
+
+impl CustomOp2 for ConvGradWeight {
+    fn name(&self) -> &'static str {
+        "conv2d_grad_weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let name = "conv2d_grad_weight";
+        let out = dispatch_gemm!(name, s1, |T| Ok::<_, candle_core::Error>(
+            conv_gemm::grad_weight::<T>(
+                contiguous::<T>(s1, l1, name)?,
+                contiguous::<T>(s2, l2, name)?,
+                &g
+            )
+        ))?;
+        let w = &g.win;
+        Ok((out, Shape::from((g.c_out, g.c_in / g.groups, w.kh, w.kw))))
+    }
+}
+
+/// The convolution on a kernel chosen by the caller, not the planner: what the tests use to
+/// check one kernel against another.
+#[cfg(test)]
+pub(crate) fn conv2d_on(
+    x: &Tensor,
+    weight: &Tensor,
+    p: Conv2dParams,
+    kernel: ConvKernel,
+) -> Result<Tensor> {
+    let g = ConvGeometry::of(x, weight, p)?;
+    let plan = ConvPlan {
+        kernel,
+        compute: x.dtype(),
+        fused_epilogue: false,
+    };
+    run(x, weight, p, g, plan)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::dispatch::Elem;
+use crate::storage::Elem;
 
 /// What runs on each image's output right after its GEMM, while it is still in cache:
 /// `act(y + bias[c] + residual)`, the inference form of conv → BN → (+ shortcut) → ReLU.

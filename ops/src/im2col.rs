@@ -12,53 +12,9 @@
 //! (computed once per tap), so the inner loop has no bounds tests, and with stride 1 it is
 //! a plain copy (im2col) or add (col2im) of a contiguous run.
 
-use crate::dispatch::Elem;
+use crate::geometry::Window;
+use crate::storage::Elem;
 use crate::strided::{gather_with, scatter_with};
-
-/// Geometry of one convolution window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Window {
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub pad_h: usize,
-    pub pad_w: usize,
-    pub dilation: usize,
-    /// Input height and width.
-    pub h: usize,
-    pub w: usize,
-    /// Output height and width.
-    pub oh: usize,
-    pub ow: usize,
-}
-
-impl Window {
-    /// The input coordinate that output coordinate `o` reads at tap `k` along an axis padded
-    /// by `pad`, if inside `len`.
-    #[inline]
-    pub fn source(&self, o: usize, k: usize, pad: usize, len: usize) -> Option<usize> {
-        let pos = (o * self.stride + k * self.dilation) as isize - pad as isize;
-        (pos >= 0 && (pos as usize) < len).then_some(pos as usize)
-    }
-
-    /// The output columns `[lo, hi)` whose input column at tap `j` lies inside the image,
-    /// and the input column of `lo` (the valid columns are contiguous).
-    pub fn valid_columns(&self, j: usize) -> (usize, usize, usize) {
-        let inside = |o: usize| self.source(o, j, self.pad_w, self.w);
-        let Some(lo) = (0..self.ow).find(|&o| inside(o).is_some()) else {
-            return (0, 0, 0);
-        };
-        let hi = (lo..self.ow)
-            .take_while(|&o| inside(o).is_some())
-            .last()
-            .map_or(lo, |o| o + 1);
-        (lo, hi, inside(lo).expect("lo is inside"))
-    }
-
-    fn taps(&self) -> usize {
-        self.kh * self.kw
-    }
-}
 
 /// Writes the im2col matrix `(C·kh·kw, OH·OW)` of one image `x: (C, H, W)` into `cols`,
 /// whose rows start `ld ≥ OH·OW` values apart (wider when images sit side by side, as in

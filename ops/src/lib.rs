@@ -23,6 +23,10 @@
 //!   input gradient in f32);
 //!   [`batch_norm_train_act`] adds the residual and the activation in the same op.
 //!
+//! [`plan`] is the one place that decides which kernel runs ([`plan::conv`]: Winograd, the
+//! padded AVX-512 kernel, im2col + GEMM, depthwise, blocked, composed), with every threshold
+//! a named constant.
+//!
 //! Off the CPU (CUDA with `--features cuda`) each op runs as Candle's own ops composed, checked
 //! against the CPU kernels on the CPU. Every op is checked against finite differences by
 //! [`gradcheck`]. This crate knows nothing
@@ -30,27 +34,32 @@
 
 #![warn(missing_docs)]
 
-mod batch_norm;
+// The layers of this crate, each importing only those below it (a test checks that no
+// module imports one that imports it back):
+// - shared types and helpers: `geometry`, `storage`, `epilogue`, `gemm`, `im2col`, `panel`,
+//   `strided`;
+// - kernels, leaves that never import each other: `kernels::*` and `blocked`'s kernels;
+// - `plan`, which decides which kernel runs;
+// - the entry points `conv`, `pool`, `norm` (and `blocked`'s `BlockedConv`), which ask the
+//   plan and run the kernel.
+
 pub mod blocked;
-mod composed;
 mod conv;
-mod conv_gemm;
-#[cfg(target_arch = "x86_64")]
-mod conv_padded;
-mod depthwise;
-mod dispatch;
 mod epilogue;
+mod gemm;
+pub mod geometry;
 pub mod gradcheck;
 mod im2col;
+mod kernels;
+mod norm;
 mod panel;
+pub mod plan;
 mod pool;
-mod shape;
+mod storage;
 mod strided;
-mod winograd;
 
-pub use batch_norm::{batch_norm_train, batch_norm_train_act};
-pub use conv::{conv2d, conv2d_fused, matmul, Conv2dParams};
-pub use depthwise::depthwise_conv2d;
+pub use conv::{conv2d, conv2d_fused, depthwise_conv2d, matmul};
 pub use epilogue::Activation;
-pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dParams};
-pub use shape::pool_output_size;
+pub use geometry::{pool_output_size, Conv2dParams, ConvGeometry, Pool2dParams, Window};
+pub use norm::{batch_norm_train, batch_norm_train_act};
+pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};

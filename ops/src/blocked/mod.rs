@@ -28,13 +28,14 @@ mod winograd;
 use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::dispatch::par_filled;
-use crate::{Activation, Conv2dParams};
+use crate::epilogue::Activation;
+use crate::geometry::{Conv2dParams, ConvGeometry, Window};
+use crate::plan::{self, ConvKernel, ConvQuery, Layout, Target};
+use crate::storage::par_filled;
 
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 
-/// Channels per block: one AVX-512 vector of f32.
-pub const BLOCK: usize = 16;
+pub use crate::geometry::BLOCK;
 
 /// Whether this machine runs the blocked kernels (x86-64 with AVX-512F).
 pub fn available() -> bool {
@@ -143,16 +144,44 @@ pub struct BlockedConv {
     depthwise: bool,
     /// One per output channel, padded with zeros to whole blocks.
     bias: Vec<f32>,
-    /// The filters transformed for Winograd's F(2×2, 3×3) (3×3 stride-1 convolutions with
-    /// padding 1 and at least [`WINOGRAD_CHANNELS`] channels each way), used on maps of
-    /// at least [`WINOGRAD_SIZE`].
+    /// The filters transformed for Winograd's F(2×2, 3×3), kept where
+    /// [`plan::blocked_winograd_filters`] says so and used where [`plan::conv`] picks
+    /// [`ConvKernel::BlockedWinograd`] for the map at hand.
     winograd: Option<Vec<f32>>,
 }
 
-/// Input and output channels from which 3×3 stride-1 convolutions take Winograd.
-const WINOGRAD_CHANNELS: usize = 32;
-/// Map height and width from which they do.
-const WINOGRAD_SIZE: usize = 7;
+/// The geometry [`plan`] reads for a blocked convolution.
+#[allow(clippy::too_many_arguments)]
+fn geometry_of(
+    c_in: usize,
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    params: Conv2dParams,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    n: usize,
+) -> ConvGeometry {
+    let (pad_h, pad_w) = params.pads();
+    ConvGeometry {
+        win: Window {
+            kh,
+            kw,
+            stride: params.stride,
+            pad_h,
+            pad_w,
+            dilation: params.dilation,
+            h,
+            w,
+            oh,
+            ow,
+        },
+        n,
+        c_in,
+        c_out,
+        groups: params.groups,
+    }
+}
 
 /// Output blocks a tile covers at most.
 const MAX_J: usize = 4;
@@ -203,12 +232,8 @@ impl BlockedConv {
             }
             Ok(packed)
         })?;
-        let winograd = if (kh, kw, params.stride, params.dilation, params.pads())
-            == (3, 3, 1, 1, (1, 1))
-            && !depthwise
-            && c_in.min(c_out) >= WINOGRAD_CHANNELS
-            && cfg!(target_arch = "x86_64")
-        {
+        let probe = geometry_of(c_in, c_out, kh, kw, params, (1, 1), (1, 1), 1);
+        let winograd = if plan::blocked_winograd_filters(&probe) {
             #[cfg(target_arch = "x86_64")]
             {
                 Some(with_f32(&weight, "BlockedConv", |w| {
@@ -238,6 +263,36 @@ impl BlockedConv {
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.c_out
+    }
+
+    /// The kernel [`plan::conv`] picks for this convolution on a blocked `n × h × w` input.
+    pub fn kernel(&self, n: usize, h: usize, w: usize) -> ConvKernel {
+        let (oh, ow) = self
+            .params
+            .output_size(h, w, self.kh, self.kw)
+            .unwrap_or((0, 0));
+        let geometry = geometry_of(
+            self.c_in,
+            self.c_out,
+            self.kh,
+            self.kw,
+            self.params,
+            (h, w),
+            (oh, ow),
+            n,
+        );
+        plan::conv(&ConvQuery {
+            geometry,
+            dtype: DType::F32,
+            target: Target {
+                cpu: true,
+                avx512f: true,
+            },
+            needs_grad: false,
+            residual: false,
+            layout: Layout::Blocked,
+        })
+        .kernel
     }
 
     /// `act(conv(x) + bias + residual)` for a blocked `x`; `residual` is blocked like the
@@ -309,7 +364,7 @@ impl BlockedConv {
         (oh, ow): (usize, usize),
         act: Activation,
     ) -> Vec<f32> {
-        use crate::dispatch::SharedMut;
+        use crate::storage::SharedMut;
         let (cib, cob, taps) = (
             self.c_in.div_ceil(BLOCK),
             self.c_out.div_ceil(BLOCK),
@@ -375,8 +430,8 @@ impl BlockedConv {
         let len = n * cob * oh * ow * BLOCK;
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = SharedMut(out.as_mut_ptr());
-        if let Some(u) = &self.winograd {
-            if h.min(w) >= WINOGRAD_SIZE {
+        if let (Some(u), ConvKernel::BlockedWinograd) = (&self.winograd, self.kernel(n, h, w)) {
+            {
                 let plan = winograd::Plan {
                     c_in: self.c_in,
                     c_out: self.c_out,

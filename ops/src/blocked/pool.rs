@@ -5,8 +5,8 @@ use std::mem::MaybeUninit;
 use candle_core::{Result, Tensor};
 
 use super::{blocked_dims, with_f32, BLOCK};
-use crate::dispatch::par_filled;
-use crate::pool::{Geometry, Pool2dParams};
+use crate::geometry::{Pool2dParams, PoolGeometry as Geometry};
+use crate::storage::par_filled;
 
 /// Max pooling of a blocked `(N, C/16, H, W, 16)` tensor with PyTorch's meaning of `p`
 /// (padding as −∞, `ceil_mode`, a NaN winning), as [`crate::max_pool2d`] on NCHW (the
@@ -90,7 +90,7 @@ mod simd {
     use std::mem::MaybeUninit;
 
     use super::BLOCK;
-    use crate::pool::Geometry;
+    use crate::geometry::PoolGeometry as Geometry;
 
     /// Every window of one input plane `src` into the output plane `dst`: the max of its
     /// vectors (−∞ padding, a NaN winning) or their sum divided by the window's divisor.

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::kernel::{self, Geometry, Tile};
 use super::{BLOCK, CHUNK_TAPS, MAX_J};
-use crate::dispatch::SharedMut;
+use crate::storage::SharedMut;
 use crate::Activation;
 
 /// Tiles per unit of work, about (whole tile rows are taken).

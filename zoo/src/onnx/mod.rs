@@ -312,7 +312,10 @@ pub fn export(net: &dyn Classifier, in_chans: usize, out_dims: usize) -> Result<
 
 /// Writes `model` to `path` through a temporary file and a rename.
 pub fn write(model: &ModelProto, path: &Path) -> Result<()> {
-    crate::local::write_atomically(path, &model.encode_to_vec())
+    crate::atomic::write(path, &model.encode_to_vec()).map_err(|source| ZooError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads and decodes the ONNX file at `path`, with a clear error for anything that is not

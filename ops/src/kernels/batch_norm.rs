@@ -14,8 +14,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::dispatch::{contiguous, dispatch_float, par_filled, Elem};
 use crate::epilogue::{with_activation, Activation};
+use crate::storage::{contiguous, dispatch_float, par_filled, Elem};
 use num_traits::Zero as _;
 
 /// Rows of the packed per-channel parameter tensor that [`batch_norm_train`] passes to its op.
@@ -490,26 +490,9 @@ impl CustomOp3 for GradInput {
     }
 }
 
-/// Batch norm of `x: (N, C, H, W)` with the batch's statistics, and those statistics.
-///
-/// Returns `(y, mean, var)` where `mean` and the biased `var` are per-channel `(C,)` tensors
-/// (detached; the caller updates running averages from them). Gradients flow to `x`, `gamma`
-/// and `beta`. `gamma` and `beta` may be any float dtype; they are used in f64.
-pub fn batch_norm_train(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    eps: f64,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    batch_norm_train_act(x, gamma, beta, eps, None, Activation::Identity)
-}
-
-/// `act(batch_norm(x) + residual)` in training, as one op with one backward: the unit that
-/// ends each convolution of a ResNet or MobileNet. The activation's backward is a single
-/// masking pass read off the output, instead of Candle's compare, convert and multiply, and
-/// the residual's gradient is that masked gradient itself. Returns `(y, mean, var)` as
-/// [`batch_norm_train`] does. Off the CPU, composed from Candle's ops.
-pub fn batch_norm_train_act(
+/// `act(batch_norm(x) + residual)` in training on the CPU, with the batch's statistics
+/// `(y, mean, var)` (shapes checked by the caller, [`crate::batch_norm_train_act`]).
+pub(crate) fn batch_norm_train_act(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
@@ -517,23 +500,6 @@ pub fn batch_norm_train_act(
     residual: Option<&Tensor>,
     act: Activation,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let (n, c, h, w) = x.dims4()?;
-    if n * h * w < 2 {
-        candle_core::bail!(
-            "batch norm in training needs more than one value per channel, got input {:?}",
-            x.dims()
-        );
-    }
-    if gamma.dims() != [c] || beta.dims() != [c] {
-        candle_core::bail!(
-            "batch norm over {c} channels got γ {:?} and β {:?}",
-            gamma.dims(),
-            beta.dims()
-        );
-    }
-    if !x.device().is_cpu() {
-        return crate::composed::batch_norm_train_act(x, gamma, beta, eps, residual, act);
-    }
     let x = x.contiguous()?;
     let stat_dtype = gamma.dtype();
     let stats = x.apply_op1_no_bwd(&Stats)?.to_dtype(stat_dtype)?;
@@ -556,6 +522,7 @@ pub fn batch_norm_train_act(
 mod tests {
     use super::*;
     use crate::gradcheck::{assert_close, check_gradients, uniform};
+    use crate::{batch_norm_train, batch_norm_train_act};
     use candle_core::{DType, Device, Var};
 
     fn composed(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {

@@ -21,9 +21,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::conv_gemm::ConvGeometry;
-use crate::dispatch::SharedMut;
 use crate::epilogue::Epilogue;
+use crate::geometry::ConvGeometry;
+use crate::storage::SharedMut;
 
 /// Rows of a register tile: output channels per weight panel.
 const MR: usize = 8;
@@ -262,12 +262,12 @@ fn plan(g: &ConvGeometry, src: &PaddedInput) -> Vec<Panel> {
     panels
 }
 
-/// Whether [`forward`] runs this convolution: AVX-512F, one group, stride 1, a window
-/// wider than one pixel and maps at least 28 wide. Narrower maps would drop too many padded
-/// columns, and pointwise or strided convolutions have no shifted rows to read in place
-/// (the `gemm` crate's packed kernels serve them as well as this one would).
+/// Whether [`forward`] can compute this convolution (on a CPU with AVX-512F,
+/// [`available`]): one group, stride 1, a window wider than one pixel (pointwise or strided
+/// convolutions have no shifted rows to read in place). When it pays is
+/// [`crate::plan::conv`]'s to decide.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    g.groups == 1 && g.win.stride == 1 && !g.is_pointwise() && g.win.ow >= 28 && available()
+    g.groups == 1 && g.win.stride == 1 && !g.is_pointwise()
 }
 
 /// The convolution `(N, C_out, OH, OW)` of `x: (N, C_in, H, W)` by `w: (C_out, C_in, kh, kw)`
@@ -279,7 +279,7 @@ pub(crate) fn forward(
     epilogue: Option<&Epilogue<'_, f32>>,
 ) -> Vec<f32> {
     assert!(
-        applies(g),
+        applies(g) && available(),
         "the in-place convolution does not apply to {g:?}"
     );
     let win = &g.win;
@@ -330,8 +330,8 @@ pub(crate) fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv_gemm::tests::direct;
-    use crate::im2col::Window;
+    use crate::geometry::Window;
+    use crate::kernels::conv_gemm::tests::direct;
     use crate::Activation;
 
     /// A small xorshift generator: uniform values in [-1, 1) and choices.
@@ -460,16 +460,20 @@ mod tests {
     }
 
     #[test]
-    fn serves_only_wide_stride_one_windows() {
+    fn computes_only_ungrouped_stride_one_windows() {
         let wide = geometry(2, (3, 4), [3, 3, 1, 1, 1], (30, 30));
-        assert_eq!(applies(&wide), available());
+        assert!(applies(&wide));
         let narrow = geometry(2, (3, 4), [3, 3, 1, 1, 1], (14, 14));
+        assert!(
+            applies(&narrow),
+            "narrow maps are the planner's choice, not a limit"
+        );
         let pointwise = geometry(2, (3, 4), [1, 1, 0, 0, 1], (56, 56));
         let mut strided = wide;
         strided.win.stride = 2;
         let mut grouped = wide;
         (grouped.c_in, grouped.c_out, grouped.groups) = (4, 4, 2);
-        for g in [narrow, pointwise, strided, grouped] {
+        for g in [pointwise, strided, grouped] {
             assert!(!applies(&g), "{g:?}");
         }
     }

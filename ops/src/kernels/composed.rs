@@ -4,9 +4,8 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::conv::Conv2dParams;
 use crate::epilogue::Activation;
-use crate::pool::Pool2dParams;
+use crate::geometry::{Conv2dParams, Pool2dParams};
 
 /// `x: (N, C, H, W)` padded by `pad_h` rows above and below and `pad_w` columns left and
 /// right with `inner`, then cut or extended (with `outer`) at the bottom and right to

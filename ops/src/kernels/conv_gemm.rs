@@ -17,169 +17,17 @@
 //! single-threaded without synchronisation. With fewer images than threads the images run
 //! one after the other and each GEMM uses every thread instead. On small maps a chunk's
 //! images go side by side into [panels](crate::panel), one GEMM per panel.
+//!
+//! A leaf: [`crate::plan`] decides when it runs, `crate::conv` runs it.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::dispatch::{contiguous, Elem};
-use crate::epilogue::{Activation, Epilogue};
-use crate::im2col::{col2im_image, im2col_image, Window};
+use crate::epilogue::Epilogue;
+use crate::gemm::{gemm_strided, GemmElem};
+use crate::geometry::ConvGeometry;
+use crate::im2col::{col2im_image, im2col_image};
 use crate::panel::{panels, Panel};
-
-/// Geometry of a grouped convolution over a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConvGeometry {
-    pub win: Window,
-    pub n: usize,
-    pub c_in: usize,
-    pub c_out: usize,
-    pub groups: usize,
-}
-
-impl ConvGeometry {
-    /// Rows of one group's im2col matrix: `C_in/g · kh · kw`.
-    fn k(&self) -> usize {
-        self.c_in / self.groups * self.win.kh * self.win.kw
-    }
-
-    /// Output channels per group.
-    fn m(&self) -> usize {
-        self.c_out / self.groups
-    }
-
-    /// Output positions per image.
-    fn l(&self) -> usize {
-        self.win.oh * self.win.ow
-    }
-
-    /// 1×1, stride 1, no padding: the image is its own im2col matrix.
-    pub(crate) fn is_pointwise(&self) -> bool {
-        let w = &self.win;
-        w.kh == 1 && w.kw == 1 && w.stride == 1 && w.pad_h == 0 && w.pad_w == 0
-    }
-
-    /// The convolution whose forward is this one's input gradient, where there is one: for
-    /// stride 1, no dilation and one group, the output gradient correlated with the filters
-    /// flipped and transposed ([`flip_transpose`]), padded by `k − 1 − pad`.
-    pub(crate) fn transposed(&self) -> Option<ConvGeometry> {
-        let win = &self.win;
-        if win.stride != 1 || win.dilation != 1 || self.groups != 1 {
-            return None;
-        }
-        Some(ConvGeometry {
-            win: Window {
-                pad_h: (win.kh - 1).checked_sub(win.pad_h)?,
-                pad_w: (win.kw - 1).checked_sub(win.pad_w)?,
-                h: win.oh,
-                w: win.ow,
-                oh: win.h,
-                ow: win.w,
-                ..*win
-            },
-            n: self.n,
-            c_in: self.c_out,
-            c_out: self.c_in,
-            groups: 1,
-        })
-    }
-}
-
-/// The filters `w: (C_out, C_in, kh, kw)` flipped in both spatial axes and transposed to
-/// `(C_in, C_out, kh, kw)`: the weight of [`ConvGeometry::transposed`].
-pub(crate) fn flip_transpose<T: Copy>(w: &[T], g: &ConvGeometry) -> Vec<T> {
-    let taps = g.win.kh * g.win.kw;
-    let mut flipped = w.to_vec();
-    for k in 0..g.c_out {
-        for c in 0..g.c_in {
-            let from = &w[(k * g.c_in + c) * taps..][..taps];
-            let to = &mut flipped[(c * g.c_out + k) * taps..][..taps];
-            for (t, v) in to.iter_mut().enumerate() {
-                *v = from[taps - 1 - t];
-            }
-        }
-    }
-    flipped
-}
-
-/// An element type the `gemm` crate multiplies: f32, f64 and f16.
-pub(crate) trait GemmElem: Elem {
-    /// Whether 3×3 stride-1 convolutions take Winograd's F(2×2, 3×3) ([`crate::winograd`]):
-    /// its transforms add and subtract up to 16 values, too coarse for f16.
-    const WINOGRAD: bool = true;
-
-    /// The forward on a faster kernel of this type where one applies, else `None`.
-    fn forward_fast(
-        _x: &[Self],
-        _w: &[Self],
-        _g: &ConvGeometry,
-        _epilogue: Option<&Epilogue<'_, Self>>,
-    ) -> Option<Vec<Self>> {
-        None
-    }
-}
-
-impl GemmElem for f32 {
-    /// The AVX-512 kernel of `conv_padded` for the stride-1 convolutions it serves.
-    fn forward_fast(
-        x: &[f32],
-        w: &[f32],
-        g: &ConvGeometry,
-        epilogue: Option<&Epilogue<'_, f32>>,
-    ) -> Option<Vec<f32>> {
-        #[cfg(target_arch = "x86_64")]
-        if crate::conv_padded::applies(g) {
-            return Some(crate::conv_padded::forward(x, w, g, epilogue));
-        }
-        let _ = (x, w, g, epilogue);
-        None
-    }
-}
-impl GemmElem for f64 {}
-impl GemmElem for half::f16 {
-    const WINOGRAD: bool = false;
-}
-
-/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each operand given by its pointer and its
-/// (row, column) strides in elements.
-///
-/// # Safety
-/// Every pointer must address a matrix of the given shape and strides inside one live
-/// allocation, and `dst` must not overlap the operands.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_strided<T: GemmElem>(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut T,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: (*const T, usize, usize),
-    rhs: (*const T, usize, usize),
-    parallelism: Parallelism,
-) {
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.0,
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0,
-            rhs.2 as isize,
-            rhs.1 as isize,
-            if accumulate { T::one() } else { T::zero() },
-            T::one(),
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
-}
 
 /// How the batch is spread over the threads: contiguous chunks of images run in parallel
 /// with single-threaded GEMMs, or (fewer images than threads) one image at a time with
@@ -234,24 +82,8 @@ fn panel_cols<'a, T: GemmElem>(
 }
 
 /// Forward: `(N, C_out, OH, OW)` from `x: (N, C_in, H, W)` and `w: (C_out, C_in/g, kh, kw)`,
-/// with an optional epilogue per image.
-fn forward<T: GemmElem>(
-    x: &[T],
-    w: &[T],
-    g: &ConvGeometry,
-    epilogue: Option<Epilogue<'_, T>>,
-) -> Vec<T> {
-    if T::WINOGRAD && crate::winograd::pays(g) {
-        return crate::winograd::forward(x, w, g, epilogue.as_ref());
-    }
-    if let Some(out) = T::forward_fast(x, w, g, epilogue.as_ref()) {
-        return out;
-    }
-    forward_gemm(x, w, g, epilogue)
-}
-
-/// [`forward`] on the `gemm` crate: any element type and group count.
-fn forward_gemm<T: GemmElem>(
+/// with an optional epilogue per image; any element type and group count.
+pub(crate) fn forward<T: GemmElem>(
     x: &[T],
     w: &[T],
     g: &ConvGeometry,
@@ -323,10 +155,7 @@ fn forward_gemm<T: GemmElem>(
 }
 
 /// Input gradient `(N, C_in, H, W)` from the output gradient and the weight.
-fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
-    if T::WINOGRAD && crate::winograd::pays(g) {
-        return crate::winograd::grad_input(grad, w, g);
-    }
+pub(crate) fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
     let (k, m, l) = (g.k(), g.m(), g.l());
     let plane_in = g.c_in * g.win.h * g.win.w;
     let sched = Schedule::new(g.n);
@@ -393,7 +222,7 @@ fn grad_input<T: GemmElem>(grad: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
 }
 
 /// Weight gradient `(C_out, C_in/g, kh, kw)` from the output gradient and the input.
-fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
+pub(crate) fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
     let (k, m, l) = (g.k(), g.m(), g.l());
     let sched = Schedule::new(g.n);
     let chunks = g.n.div_ceil(sched.images_per_chunk);
@@ -458,192 +287,6 @@ fn grad_weight<T: GemmElem>(grad: &[T], x: &[T], g: &ConvGeometry) -> Vec<T> {
         total = dw;
     }
     total
-}
-
-/// Runs `$body` with `$t` bound to the GEMM element type of `$storage`.
-macro_rules! dispatch_gemm {
-    ($op:expr, $storage:expr, |$t:ident| $body:expr) => {{
-        use candle_core::backend::BackendStorage as _;
-        use candle_core::{CpuStorage, WithDType};
-        match $storage {
-            CpuStorage::F32(_) => {
-                type $t = f32;
-                $body.map(<$t as WithDType>::to_cpu_storage_owned)
-            }
-            CpuStorage::F64(_) => {
-                type $t = f64;
-                $body.map(<$t as WithDType>::to_cpu_storage_owned)
-            }
-            CpuStorage::F16(_) => {
-                type $t = half::f16;
-                $body.map(<$t as WithDType>::to_cpu_storage_owned)
-            }
-            other => candle_core::bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
-        }
-    }};
-}
-
-/// The convolution as a Candle op on `(x, weight)`; its backward builds only the gradients
-/// that are needed (none for the image fed to the stem).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConvGemm(pub ConvGeometry);
-
-/// Input gradient from the output gradient (arg 1) and the weight (arg 2).
-#[derive(Debug, Clone, Copy)]
-struct ConvGemmGradInput(ConvGeometry);
-
-/// Weight gradient from the output gradient (arg 1) and the input (arg 2).
-#[derive(Debug, Clone, Copy)]
-struct ConvGemmGradWeight(ConvGeometry);
-
-impl CustomOp2 for ConvGemm {
-    fn name(&self) -> &'static str {
-        "conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let out = dispatch_gemm!("conv2d", s1, |T| Ok::<_, candle_core::Error>(forward::<T>(
-            contiguous::<T>(s1, l1, "conv2d")?,
-            contiguous::<T>(s2, l2, "conv2d")?,
-            &g,
-            None
-        )))?;
-        Ok((out, Shape::from((g.n, g.c_out, g.win.oh, g.win.ow))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let gx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(weight, &ConvGemmGradInput(self.0))?)
-        } else {
-            None
-        };
-        let gw = if weight.track_op() {
-            Some(grad.apply_op2_no_bwd(x, &ConvGemmGradWeight(self.0))?)
-        } else {
-            None
-        };
-        Ok((gx, gw))
-    }
-}
-
-/// Inference convolution with its epilogue fused, on `(x, weight, bias)`; the residual
-/// rides in the op. It records no gradient: [`crate::conv2d_fused`] only uses it when
-/// nothing needs one.
-#[derive(Debug, Clone)]
-pub(crate) struct ConvGemmFused {
-    pub geometry: ConvGeometry,
-    pub residual: Option<Tensor>,
-    pub act: Activation,
-}
-
-impl CustomOp3 for ConvGemmFused {
-    fn name(&self) -> &'static str {
-        "conv2d_fused"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.geometry;
-        let shape = Shape::from((g.n, g.c_out, g.win.oh, g.win.ow));
-        let residual = match &self.residual {
-            Some(r) if r.dims() != shape.dims() => {
-                candle_core::bail!("conv2d_fused: residual {:?}, output {shape:?}", r.dims())
-            }
-            Some(r) => Some(r.storage_and_layout()),
-            None => None,
-        };
-        let out = dispatch_gemm!("conv2d_fused", s1, |T| {
-            let residual = match &residual {
-                Some((storage, layout)) => match &**storage {
-                    Storage::Cpu(cpu) => Some(contiguous::<T>(cpu, layout, "conv2d_fused")?),
-                    _ => candle_core::bail!("conv2d_fused: residual is not on the CPU"),
-                },
-                None => None,
-            };
-            let epilogue = Epilogue {
-                bias: contiguous::<T>(s3, l3, "conv2d_fused")?,
-                residual,
-                act: self.act,
-            };
-            Ok::<_, candle_core::Error>(forward::<T>(
-                contiguous::<T>(s1, l1, "conv2d_fused")?,
-                contiguous::<T>(s2, l2, "conv2d_fused")?,
-                &g,
-                Some(epilogue),
-            ))
-        })?;
-        Ok((out, shape))
-    }
-}
-
-impl CustomOp2 for ConvGemmGradInput {
-    fn name(&self) -> &'static str {
-        "conv2d_grad_input"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let out = dispatch_gemm!("conv2d_grad_input", s1, |T| Ok::<_, candle_core::Error>(
-            grad_input::<T>(
-                contiguous::<T>(s1, l1, "conv2d_grad_input")?,
-                contiguous::<T>(s2, l2, "conv2d_grad_input")?,
-                &g
-            )
-        ))?;
-        Ok((out, Shape::from((g.n, g.c_in, g.win.h, g.win.w))))
-    }
-}
-
-impl CustomOp2 for ConvGemmGradWeight {
-    fn name(&self) -> &'static str {
-        "conv2d_grad_weight"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let out = dispatch_gemm!("conv2d_grad_weight", s1, |T| Ok::<_, candle_core::Error>(
-            grad_weight::<T>(
-                contiguous::<T>(s1, l1, "conv2d_grad_weight")?,
-                contiguous::<T>(s2, l2, "conv2d_grad_weight")?,
-                &g
-            )
-        ))?;
-        let w = &g.win;
-        Ok((out, Shape::from((g.c_out, g.c_in / g.groups, w.kh, w.kw))))
-    }
 }
 
 #[cfg(test)]

@@ -24,9 +24,10 @@ use std::mem::MaybeUninit;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::conv_gemm::{flip_transpose, gemm_strided, ConvGeometry, GemmElem};
-use crate::dispatch::SharedMut;
 use crate::epilogue::Epilogue;
+use crate::gemm::{flip_transpose, gemm_strided, GemmElem};
+use crate::geometry::ConvGeometry;
+use crate::storage::SharedMut;
 
 /// Positions of a transformed tile (4×4).
 const POSITIONS: usize = 16;
@@ -43,15 +44,6 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
         && (w.kh, w.kw, w.stride, w.dilation) == (3, 3, 1, 1)
         && w.pad_h <= 2
         && w.pad_w <= 2
-}
-
-/// Whether [`forward`] is the faster path for this convolution: it [`applies`], both
-/// channel counts are at least 64 and the output is at least 14 wide. The transforms cost
-/// per input and output value what the GEMMs cost per value and channel, so with few
-/// channels (ResNet-D's 32-channel stem) they outweigh the saved multiplications; on 7×7
-/// maps a row's spare tile slot is a quarter of the GEMM (docs/performance.md).
-pub(crate) fn pays(g: &ConvGeometry) -> bool {
-    applies(g) && g.c_in >= 64 && g.c_out >= 64 && g.win.ow >= 14
 }
 
 /// `U = G g Gᵀ` for every (output, input) channel pair of `w: (C_out, C_in, 3, 3)`, as 16
@@ -471,8 +463,8 @@ pub(crate) fn grad_input<T: GemmElem>(dy: &[T], w: &[T], g: &ConvGeometry) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv_gemm::tests::direct;
-    use crate::im2col::Window;
+    use crate::geometry::Window;
+    use crate::kernels::conv_gemm::tests::direct;
 
     fn geometry(
         n: usize,
@@ -589,7 +581,18 @@ mod tests {
     fn conv2d_takes_this_path_where_it_pays() -> candle_core::Result<()> {
         use candle_core::{Device, Tensor, Var};
         let g = geometry(2, 64, 64, (14, 14), (1, 1));
-        assert!(pays(&g));
+        let q = crate::plan::ConvQuery {
+            geometry: g,
+            dtype: candle_core::DType::F64,
+            target: crate::plan::Target::of(&candle_core::Device::Cpu),
+            needs_grad: true,
+            residual: false,
+            layout: crate::plan::Layout::Nchw,
+        };
+        assert_eq!(
+            crate::plan::conv(&q).kernel,
+            crate::plan::ConvKernel::Winograd
+        );
         let x = values(2 * 64 * 14 * 14, 31);
         let w = values(64 * 64 * 9, 32);
         let dy = values(2 * 64 * 14 * 14, 33);

@@ -2,9 +2,13 @@
 //! [`direct`] that other modules' tests share.
 
 use super::*;
-use crate::conv::{conv2d, Conv2dParams};
+use crate::conv::conv2d;
+use crate::geometry::Conv2dParams;
 use crate::gradcheck::{assert_close, uniform};
+use crate::plan::ConvKernel;
+use crate::Activation;
 use candle_core::{DType, Device, Var};
+use candle_core::{Result, Tensor};
 
 /// The straightforward convolution and its two gradients, one multiply-add at a time:
 /// `(y, dx, dw)` for the output gradient `dy`.
@@ -106,10 +110,10 @@ fn check_against_direct(
     let wt = Var::from_tensor(
         &uniform(&[c_out, c_in / groups, kh, kw], 50 + seed, &dev)?.to_dtype(DType::F64)?,
     )?;
-    let y = crate::conv::conv2d_gemm(&x, &wt, p)?;
+    let y = crate::conv::conv2d_on(&x, &wt, p, ConvKernel::Gemm)?;
     let dy = uniform(y.dims(), 90 + seed, &dev)?.to_dtype(DType::F64)?;
     let grads = (&y * &dy)?.sum_all()?.backward()?;
-    let geo = crate::conv::geometry(&x, &wt, p)?;
+    let geo = ConvGeometry::of(&x, &wt, p)?;
     let [ry, rdx, rdw] = direct(&vec_of(&x), &vec_of(&wt), &vec_of(&dy), &geo);
     let close = |a: Vec<f64>, b: Vec<f64>, what: &str| {
         let err = a

@@ -11,9 +11,9 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv::Conv2dParams;
-use crate::dispatch::{contiguous, dispatch_float, Elem};
 use crate::epilogue::{with_activation, Activation};
+use crate::geometry::Conv2dParams;
+use crate::storage::{contiguous, dispatch_float, Elem};
 
 /// Geometry of a depthwise convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,13 +293,10 @@ impl CustomOp2 for DepthwiseGradWeight {
     }
 }
 
-/// Depthwise convolution of `x: (N, C, H, W)` with `weight: (C, 1, kh, kw)` (groups = C);
-/// `p.groups` must equal C. Off the CPU, the sum of its taps composed from Candle's ops.
-pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+/// Depthwise convolution of `x: (N, C, H, W)` with `weight: (C, 1, kh, kw)` (groups = C) on
+/// the CPU, with both gradients; `p.groups` must equal C.
+pub(crate) fn depthwise_conv2d(x: &Tensor, weight: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     let g = geometry(x, weight, p)?;
-    if !x.device().is_cpu() {
-        return crate::composed::conv2d(x, weight, p);
-    }
     x.contiguous()?
         .apply_op2(&weight.contiguous()?, Depthwise(g))
 }
@@ -431,7 +428,7 @@ mod tests {
                 ..Default::default()
             };
             let ours = depthwise_conv2d(&x, &wt, p)?;
-            let reference = crate::conv::conv2d_gemm(&x, &wt, p)?;
+            let reference = crate::conv::conv2d_on(&x, &wt, p, crate::plan::ConvKernel::Gemm)?;
             assert_close(&ours, &reference, 1e-5);
         }
         Ok(())
