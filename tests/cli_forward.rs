@@ -140,7 +140,10 @@ fn forward_writes_logits_and_features_matching_the_library() {
             .unwrap();
         let input =
             candle_core::safetensors::load(ws.path("input.safetensors"), &Device::Cpu).unwrap();
-        let logits = model.net.forward_t(&input["input"], train).unwrap();
+        // What the command computes: the frozen model's features, then its head.
+        let net = model.frozen().unwrap();
+        let features = net.forward_features(&input["input"], train).unwrap();
+        let logits = net.forward_head(&features[3]).unwrap();
         assert_eq!(
             ops::gradcheck::max_abs_diff(&logits, &written["logits"]).unwrap(),
             0.0

@@ -4,9 +4,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
+use ops::plan::{self, ConvQuery, Layout, Target};
+use ops::ConvGeometry;
 use training::optim::NagConfig;
 use training::step::TrainStep;
 use zoo::models::{create_model, ModelSpec};
+use zoo::walk::KernelTable;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,8 +25,8 @@ pub struct Args {
     /// Time a training step (forward, backward, NAG update) instead of inference.
     #[arg(long)]
     pub train: bool,
-    /// Timed iterations, after one untimed warm-up.
-    #[arg(long, default_value_t = 3)]
+    /// Timed iterations (at least 1), after one untimed warm-up.
+    #[arg(long, default_value_t = 3, value_parser = positive)]
     pub iters: usize,
     /// Time the data loader instead: one epoch of this dataset's `train` split (ImageNet
     /// layout) with the full training augmentation, at `--batch` and `--size`.
@@ -43,6 +46,19 @@ pub struct Args {
     /// already in that layout, with a bias and a ReLU in its epilogue.
     #[arg(long, requires = "conv", conflicts_with = "train")]
     pub blocked: bool,
+    /// Print the kernel every convolution of `--model` gets at `--batch` and `--size`
+    /// (inference on frozen weights, or with `--train` a training step), instead of timing.
+    #[arg(long, conflicts_with_all = ["conv", "loader"])]
+    pub kernels: bool,
+}
+
+/// A count of at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -55,6 +71,23 @@ pub fn run(args: Args) -> Result<()> {
     let spec = ModelSpec::find(&args.model)?;
     let size = args.size.unwrap_or(spec.input_size.1);
     let device = crate::device::parse(&args.device)?;
+    if args.kernels {
+        let model = create_model(&spec, &device, 0)?;
+        let mut table = KernelTable::new(args.batch, Target::of(&device), args.train);
+        model.net.kernel_table(&mut table, size, size)?;
+        println!(
+            "{} at {size}x{size}, batch {}, {}:",
+            spec.name,
+            args.batch,
+            if args.train {
+                "training"
+            } else {
+                "inference (frozen)"
+            }
+        );
+        print!("{}", table.to_text());
+        return Ok(());
+    }
     let model = create_model(&spec, &device, 0)?;
     let images = ops::gradcheck::uniform(&[args.batch, 3, size, size], 1, &device)?;
     let labels = Tensor::from_vec(
@@ -168,6 +201,24 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
     } else {
         None
     };
+    let geometry = ConvGeometry::of(x.as_tensor(), w.as_tensor(), p)?;
+    let kernel = match &blocked {
+        Some((conv, _)) => conv.kernel(args.batch, size, size),
+        None => {
+            plan::conv(&ConvQuery {
+                geometry,
+                dtype: x.dtype(),
+                target: Target::of(&device),
+                needs_grad: args.train,
+                residual: false,
+                layout: Layout::Nchw,
+            })
+            .kernel
+        }
+    };
+    let grad_kernel = args
+        .train
+        .then(|| plan::conv_grad_input(&geometry, x.dtype()));
     let run_once = || -> Result<()> {
         if let Some((conv, xb)) = &blocked {
             conv.forward(xb, None, ops::Activation::Relu)?;
@@ -196,6 +247,10 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
     let seconds = total / args.iters.max(1) as f64;
     let macs = (args.batch * c_out * oh * ow * c_in * k * k) as f64;
     let passes = if args.train { 3.0 } else { 1.0 };
+    match grad_kernel {
+        Some(g) => println!("kernel: {kernel} (input gradient: {g}, weight gradient: gemm)"),
+        None => println!("kernel: {kernel}"),
+    }
     println!(
         "conv {c_in}->{c_out} {k}x{k}/{stride} at {size}x{size}, batch {}{}: {:.1} ms, {:.1} GFLOP/s (best {:.1} ms, {:.1} GFLOP/s)",
         args.batch,

@@ -6,13 +6,12 @@
 //! Every convolution is timm's `ConvNormAct`: convolution without bias (`.conv`), batch norm
 //! with ε = 1e-3 (`.bn`), ReLU. Default input 299×299.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use ops::{Activation, Conv2dParams, Pool2dParams};
 
 use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, ConvBn, Linear};
-use crate::onnx::OnnxGraph;
-use crate::Classifier;
+use crate::walk::{Network, WalkResult, Walked, Walker};
 
 /// Weight of the auxiliary classifier's loss in training (torchvision's reference recipe).
 pub const AUX_LOSS_WEIGHT: f64 = 0.4;
@@ -112,39 +111,12 @@ impl Branch {
         Ok(Self(units))
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn walk<W: Walker>(&self, w: &mut W, x: &W::Value) -> WalkResult<W, W::Value> {
         let mut x = x.clone();
         for u in &self.0 {
-            x = u.forward_with(&x, train, None, Activation::Relu)?;
+            x = w.conv_bn(u, &x, None, Activation::Relu)?;
         }
         Ok(x)
-    }
-
-    /// The branch in inference on blocked (NCHW16c) activations.
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
-        for u in &self.0 {
-            x = u.forward_blocked(&x, None, Activation::Relu)?;
-        }
-        Ok(x)
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
-        let mut x = x.to_string();
-        for u in &self.0 {
-            let y = g.conv_bn(u, &x)?;
-            x = g.relu(&y);
-        }
-        Ok(x)
-    }
-
-    fn macs(&self, h: usize, w: usize) -> (usize, usize, u64) {
-        let (mut h, mut w, mut total) = (h, w, 0);
-        for u in &self.0 {
-            let (oh, ow, m) = u.macs(h, w);
-            (h, w, total) = (oh, ow, total + m);
-        }
-        (h, w, total)
     }
 }
 
@@ -160,11 +132,11 @@ enum Pre {
 
 impl Pre {
     /// The pooling on blocked activations (none: `x` itself).
-    fn forward_blocked(self, x: &Tensor) -> Result<Tensor> {
+    fn walk<W: Walker>(self, w: &mut W, x: &W::Value) -> WalkResult<W, W::Value> {
         match self {
             Pre::None => Ok(x.clone()),
-            Pre::AvgPool => ops::blocked::avg_pool2d(x, self.params()),
-            Pre::MaxPool => ops::blocked::max_pool2d(x, self.params()),
+            Pre::AvgPool => w.avg_pool(x, self.params()),
+            Pre::MaxPool => w.max_pool(x, self.params()),
         }
     }
 
@@ -186,85 +158,17 @@ struct Path {
 }
 
 impl Path {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-        let x = match self.pre {
-            Pre::None => x.clone(),
-            Pre::AvgPool => ops::avg_pool2d(x, self.pre.params())?,
-            Pre::MaxPool => ops::max_pool2d(x, self.pre.params())?,
-        };
-        let y = self.trunk.forward_t(&x, train)?;
+    /// The path's outputs (two for a split path).
+    fn walk<W: Walker>(&self, w: &mut W, x: &W::Value) -> WalkResult<W, Vec<W::Value>> {
+        let pooled = self.pre.walk(w, x)?;
+        let y = self.trunk.walk(w, &pooled)?;
         match &self.split {
             None => Ok(vec![y]),
             Some((a, b)) => Ok(vec![
-                a.forward_with(&y, train, None, Activation::Relu)?,
-                b.forward_with(&y, train, None, Activation::Relu)?,
+                w.conv_bn(a, &y, None, Activation::Relu)?,
+                w.conv_bn(b, &y, None, Activation::Relu)?,
             ]),
         }
-    }
-
-    /// The path in inference on blocked activations.
-    fn forward_blocked(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        let y = self.trunk.forward_blocked(&self.pre.forward_blocked(x)?)?;
-        match &self.split {
-            None => Ok(vec![y]),
-            Some((a, b)) => Ok(vec![
-                a.forward_blocked(&y, None, Activation::Relu)?,
-                b.forward_blocked(&y, None, Activation::Relu)?,
-            ]),
-        }
-    }
-
-    /// Its units, and whether each output fills whole channel blocks (so that the
-    /// module's concatenation of blocked outputs is the concatenation of channels).
-    fn has_blocked_form(&self) -> bool {
-        let outputs: Vec<&ConvBn> = match &self.split {
-            None => self.trunk.0.last().into_iter().collect(),
-            Some((a, b)) => vec![a, b],
-        };
-        outputs
-            .iter()
-            .all(|u| u.conv.out_channels() % ops::blocked::BLOCK == 0)
-            && self
-                .trunk
-                .0
-                .iter()
-                .chain(self.split.iter().flat_map(|(a, b)| [a, b]))
-                .all(ConvBn::is_read_only)
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<Vec<String>> {
-        let x = match self.pre {
-            Pre::None => x.to_string(),
-            Pre::AvgPool => g.avg_pool(x, self.pre.params()),
-            Pre::MaxPool => g.max_pool(x, self.pre.params()),
-        };
-        let y = self.trunk.to_onnx(g, &x)?;
-        match &self.split {
-            None => Ok(vec![y]),
-            Some((a, b)) => {
-                let ya = g.conv_bn(a, &y)?;
-                let yb = g.conv_bn(b, &y)?;
-                Ok(vec![g.relu(&ya), g.relu(&yb)])
-            }
-        }
-    }
-
-    fn macs(&self, h: usize, w: usize) -> (usize, usize, u64) {
-        let (h, w) = match self.pre {
-            Pre::None => (h, w),
-            pre => {
-                let p = pre.params();
-                let f = |l| {
-                    ops::pool_output_size(l, p.kernel, p.stride, p.padding, 1, false).unwrap_or(0)
-                };
-                (f(h), f(w))
-            }
-        };
-        let (oh, ow, mut total) = self.trunk.macs(h, w);
-        if let Some((a, b)) = &self.split {
-            total += a.macs(oh, ow).2 + b.macs(oh, ow).2;
-        }
-        (oh, ow, total)
     }
 }
 
@@ -273,41 +177,12 @@ impl Path {
 struct Module(Vec<Path>);
 
 impl Module {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn walk<W: Walker>(&self, w: &mut W, x: &W::Value) -> WalkResult<W, W::Value> {
         let mut outs = Vec::new();
         for p in &self.0 {
-            outs.extend(p.forward_t(x, train)?);
+            outs.extend(p.walk(w, x)?);
         }
-        Tensor::cat(&outs, 1)
-    }
-
-    /// The module in inference on blocked activations: the paths' outputs concatenated
-    /// block-wise (each fills whole blocks, [`Path::has_blocked_form`]).
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        let mut outs = Vec::new();
-        for p in &self.0 {
-            outs.extend(p.forward_blocked(x)?);
-        }
-        Tensor::cat(&outs, 1)
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
-        let mut outs = Vec::new();
-        for p in &self.0 {
-            outs.extend(p.to_onnx(g, x)?);
-        }
-        Ok(g.concat(&outs))
-    }
-
-    fn macs(&self, h: usize, w: usize) -> (usize, usize, u64) {
-        let mut total = 0;
-        let mut size = (h, w);
-        for p in &self.0 {
-            let (oh, ow, m) = p.macs(h, w);
-            size = (oh, ow);
-            total += m;
-        }
-        (size.0, size.1, total)
+        w.concat(&outs)
     }
 }
 
@@ -481,10 +356,10 @@ impl Aux {
         Pool2dParams::new(5, 3)
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = ops::avg_pool2d(x, Self::pool())?;
-        let x = self.convs.forward_t(&x, train)?;
-        self.fc.forward(&ops::global_avg_pool(&x)?)
+    fn walk<W: Walker>(&self, w: &mut W, x: &W::Value) -> WalkResult<W, W::Value> {
+        let x = w.avg_pool(x, Self::pool())?;
+        let x = self.convs.walk(w, &x)?;
+        w.head(&x, Some(&self.fc))
     }
 }
 
@@ -566,164 +441,58 @@ impl InceptionV3 {
     pub fn config(&self) -> &InceptionConfig {
         &self.cfg
     }
+}
+
+impl Network for InceptionV3 {
+    fn in_chans(&self) -> usize {
+        self.cfg.in_chans
+    }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
         crate::layers::check_input(x, self.cfg.in_chans, 75, "Inception-V3")
     }
 
-    /// Whether inference on `x` takes the blocked path ([`ops::blocked`]): f32 on a CPU
-    /// with AVX-512F, read-only weights (`Model::frozen`).
-    fn takes_blocked_path(&self, x: &Tensor) -> bool {
-        x.device().is_cpu()
-            && x.dtype() == DType::F32
-            && ops::blocked::available()
-            && self.stem.iter().all(|(_, u)| u.is_read_only())
-            && self
-                .pre_aux
-                .iter()
-                .chain(&self.post_aux)
-                .flat_map(|m| &m.0)
-                .all(Path::has_blocked_form)
-    }
-
-    /// Inference on blocked activations: the first convolution in NCHW (3 input
-    /// channels), converted once, everything after it blocked up to the classifier's
-    /// pooling.
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        self.check_input(x)?;
-        let ((_, first), rest) = self.stem.split_first().expect("five stem units");
-        let y = first.forward_with(x, false, None, Activation::Relu)?;
-        let mut x = ops::blocked::to_blocked(&y)?;
-        for (pre, u) in rest {
-            if pre.is_some() {
-                x = ops::blocked::max_pool2d(&x, Pre::MaxPool.params())?;
-            }
-            x = u.forward_blocked(&x, None, Activation::Relu)?;
-        }
-        x = ops::blocked::max_pool2d(&x, Pre::MaxPool.params())?;
-        for m in self.pre_aux.iter().chain(&self.post_aux) {
-            x = m.forward_blocked(&x)?;
-        }
-        let channels = x.dim(1)? * ops::blocked::BLOCK;
-        self.classify(ops::blocked::global_avg_pool(&x, channels)?)
-    }
-
-    /// The classifier on pooled features `(N, C)` (none: the features).
-    fn classify(&self, pooled: Tensor) -> Result<Tensor> {
-        crate::layers::classify(self.fc.as_ref(), pooled)
-    }
-
-    fn stem_forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
+    /// The stem, Mixed_5b … Mixed_6e, the auxiliary classifier (where the walker wants
+    /// it), Mixed_7a … Mixed_7c. Features: the stem's output, Mixed_5d, Mixed_6e, Mixed_7c.
+    fn walk<W: Walker>(&self, w: &mut W, x: W::Value) -> WalkResult<W, Walked<W::Value>> {
+        let mut x = x;
         for (pre, u) in &self.stem {
             if pre.is_some() {
-                x = ops::max_pool2d(&x, Pre::MaxPool.params())?;
+                x = w.max_pool(&x, Pre::MaxPool.params())?;
             }
-            x = u.forward_with(&x, train, None, Activation::Relu)?;
+            x = w.conv_bn(u, &x, None, Activation::Relu)?;
         }
-        ops::max_pool2d(&x, Pre::MaxPool.params())
-    }
-
-    /// Stage outputs (after `Conv2d_4a`'s pool, `Mixed_5d`, `Mixed_6e`, `Mixed_7c`) and, when
-    /// built with it, the auxiliary logits.
-    fn run(
-        &self,
-        x: &Tensor,
-        train: bool,
-        want_aux: bool,
-    ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
-        self.check_input(x)?;
-        let mut x = self.stem_forward(x, train)?;
+        x = w.max_pool(&x, Pre::MaxPool.params())?;
         let mut features = vec![x.clone()];
         for (i, m) in self.pre_aux.iter().enumerate() {
-            x = m.forward_t(&x, train)?;
+            x = m.walk(w, &x)?;
             if i == 2 {
                 features.push(x.clone());
             }
         }
         features.push(x.clone());
-        let aux = match (&self.aux, want_aux) {
-            (Some(aux), true) => {
-                let (_, _, h, w) = x.dims4()?;
-                if h < 17 || w < 17 {
-                    candle_core::bail!(
-                        "Inception-V3's auxiliary classifier needs Mixed_6e outputs of at least 17x17 (inputs of at least 299x299), got {h}x{w}"
-                    );
+        let aux = match &self.aux {
+            Some(aux) if w.wants_aux() => {
+                if let Some((h, wd)) = w.spatial_size(&x) {
+                    if h < 17 || wd < 17 {
+                        return Err(candle_core::Error::msg(format!(
+                            "Inception-V3's auxiliary classifier needs Mixed_6e outputs of at least 17x17 (inputs of at least 299x299), got {h}x{wd}"
+                        ))
+                        .into());
+                    }
                 }
-                Some(aux.forward_t(&x, train)?)
+                Some(aux.walk(w, &x)?)
             }
             _ => None,
         };
         for m in &self.post_aux {
-            x = m.forward_t(&x, train)?;
+            x = m.walk(w, &x)?;
         }
         features.push(x);
-        Ok((features, aux))
-    }
-}
-
-impl Classifier for InceptionV3 {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !train && self.takes_blocked_path(x) {
-            return self.forward_blocked(x);
-        }
-        let (features, _) = self.run(x, train, false)?;
-        self.forward_head(features.last().expect("four stages"))
+        Ok(Walked { features, aux })
     }
 
-    fn forward_with_aux(&self, x: &Tensor, train: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let (features, aux) = self.run(x, train, true)?;
-        Ok((
-            self.forward_head(features.last().expect("four stages"))?,
-            aux,
-        ))
-    }
-
-    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-        Ok(self.run(x, train, false)?.0)
-    }
-
-    fn forward_head(&self, last: &Tensor) -> Result<Tensor> {
-        self.classify(ops::global_avg_pool(last)?)
-    }
-
-    fn macs(&self, h: usize, w: usize) -> u64 {
-        let p = Pre::MaxPool.params();
-        let pool =
-            |l| ops::pool_output_size(l, p.kernel, p.stride, p.padding, 1, false).unwrap_or(0);
-        let (mut h, mut w, mut total) = (h, w, 0);
-        for (pre, u) in &self.stem {
-            if pre.is_some() {
-                (h, w) = (pool(h), pool(w));
-            }
-            let (oh, ow, m) = u.macs(h, w);
-            (h, w, total) = (oh, ow, total + m);
-        }
-        (h, w) = (pool(h), pool(w));
-        for m in self.pre_aux.iter().chain(&self.post_aux) {
-            let (oh, ow, macs) = m.macs(h, w);
-            (h, w, total) = (oh, ow, total + macs);
-        }
-        total + self.fc.as_ref().map_or(0, Linear::macs)
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> crate::Result<String> {
-        let mut x = input.to_string();
-        for (pre, u) in &self.stem {
-            if pre.is_some() {
-                x = g.max_pool(&x, Pre::MaxPool.params());
-            }
-            let y = g.conv_bn(u, &x)?;
-            x = g.relu(&y);
-        }
-        x = g.max_pool(&x, Pre::MaxPool.params());
-        for m in self.pre_aux.iter().chain(&self.post_aux) {
-            x = m.to_onnx(g, &x)?;
-        }
-        let pooled = g.global_avg_pool(&x);
-        match &self.fc {
-            Some(fc) => g.linear(fc, &pooled),
-            None => Ok(pooled),
-        }
+    fn classifier(&self) -> Option<&Linear> {
+        self.fc.as_ref()
     }
 }

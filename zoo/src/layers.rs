@@ -54,6 +54,11 @@ impl Conv2d {
         &self.name
     }
 
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.weight.dims()[1] * self.params.groups
+    }
+
     /// The weight `(c_out, c_in / groups, k, k)`.
     pub fn weight(&self) -> &Tensor {
         &self.weight
@@ -443,6 +448,11 @@ impl Linear {
     /// The weight `(out, in)` and bias `(out)`.
     pub fn tensors(&self) -> [&Tensor; 2] {
         [&self.weight, &self.bias]
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
     }
 
     /// Multiply-accumulates per sample.

@@ -8,6 +8,8 @@
 //! - [`models`]: the table from model names (`resnet50d`, …) to configurations, with
 //!   parameter counts and multiply-accumulates.
 //! - [`weights`]: loading timm/safetensors checkpoints strictly and saving ours atomically.
+//! - [`walk`]: each network's one forward pass, run on tensors, shapes (MACs), the ONNX graph
+//!   or the kernel planner.
 //! - [`init`]: the paper's initialisation (Section 2.1).
 //! - [`registry`]: the versioned registry of published checkpoints (`weights.toml`), and
 //!   [`local`]: the user's own zoo directory.
@@ -39,6 +41,7 @@ pub mod publish;
 pub mod reference;
 pub mod registry;
 pub mod resnet;
+pub mod walk;
 pub mod weights;
 
 pub use error::{Result, ZooError};
@@ -46,6 +49,7 @@ pub use models::{create_model, ModelSpec, MODEL_NAMES};
 pub use resnet::{ResNet, ResNetConfig, ResNetVariant};
 
 use candle_core::Tensor;
+use walk::{Act, Eager, KernelTable, MacCounter, Network, Shape3, Walker};
 
 /// An image classifier of the zoo: what the CLI, the trainer and the transfer heads use.
 pub trait Classifier: Send + Sync {
@@ -77,4 +81,81 @@ pub trait Classifier: Send + Sync {
     /// Writes the inference graph (batch norm with running statistics) into `graph`,
     /// reading the image from the value `input`; returns the name of the output value.
     fn to_onnx(&self, graph: &mut onnx::OnnxGraph, input: &str) -> Result<String>;
+
+    /// Records in `table` the kernel every convolution gets on an `h × w` input
+    /// ([`ops::plan`]).
+    fn kernel_table(&self, table: &mut KernelTable, h: usize, w: usize) -> candle_core::Result<()>;
+}
+
+/// Every network is a classifier through its one walk.
+impl<N: Network> Classifier for N {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.check_input(x)?;
+        let mut e = Eager::new(x, train, false);
+        let walked = self.walk(&mut e, Act::Nchw(x.clone()))?;
+        let last = walked.features.last().expect("a network has stages");
+        let logits = e.head(last, self.classifier())?;
+        e.nchw(&logits)
+    }
+
+    fn forward_features(&self, x: &Tensor, train: bool) -> candle_core::Result<Vec<Tensor>> {
+        self.check_input(x)?;
+        let mut e = Eager::new(x, train, false);
+        let walked = self.walk(&mut e, Act::Nchw(x.clone()))?;
+        walked.features.iter().map(|f| e.nchw(f)).collect()
+    }
+
+    fn forward_with_aux(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        self.check_input(x)?;
+        let mut e = Eager::new(x, train, true);
+        let walked = self.walk(&mut e, Act::Nchw(x.clone()))?;
+        let last = walked.features.last().expect("a network has stages");
+        let logits = e.head(last, self.classifier())?;
+        let aux = walked.aux.map(|a| e.nchw(&a)).transpose()?;
+        Ok((e.nchw(&logits)?, aux))
+    }
+
+    fn forward_head(&self, last: &Tensor) -> candle_core::Result<Tensor> {
+        layers::classify(self.classifier(), ops::global_avg_pool(last)?)
+    }
+
+    fn macs(&self, h: usize, w: usize) -> u64 {
+        let mut counter = MacCounter::default();
+        let input = Shape3 {
+            c: self.in_chans(),
+            h,
+            w,
+        };
+        let counted = self.walk(&mut counter, input).and_then(|walked| {
+            let last = walked
+                .features
+                .last()
+                .copied()
+                .expect("a network has stages");
+            counter.head(&last, self.classifier())
+        });
+        match counted {
+            Ok(_) => counter.total,
+            Err(_) => 0,
+        }
+    }
+
+    fn to_onnx(&self, graph: &mut onnx::OnnxGraph, input: &str) -> Result<String> {
+        let walked = self.walk(graph, input.to_string())?;
+        let last = walked.features.last().expect("a network has stages");
+        Walker::head(graph, last, self.classifier())
+    }
+
+    fn kernel_table(&self, table: &mut KernelTable, h: usize, w: usize) -> candle_core::Result<()> {
+        let input = Shape3 {
+            c: self.in_chans(),
+            h,
+            w,
+        };
+        self.walk(table, (input, ops::plan::Layout::Nchw)).map(drop)
+    }
 }

@@ -6,13 +6,13 @@
 //! (`blocks.S.I.conv_dw` 3×3 depthwise, `bn1`, `conv_pw` 1×1, `bn2`; no residual), ReLU6
 //! after every batch norm, global average pooling and `classifier`.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use ops::{Activation, Conv2dParams};
 
 use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, ConvBn, Linear};
-use crate::onnx::OnnxGraph;
-use crate::{Classifier, ZooError};
+use crate::walk::{Network, WalkResult, Walked, Walker};
+use crate::ZooError;
 
 /// (blocks, output channels at width 1.0, stride of the first block) per stage.
 const STAGES: [(usize, usize, usize); 5] = [
@@ -78,15 +78,9 @@ struct Block {
 }
 
 impl Block {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.dw.forward_with(x, train, None, Activation::Relu6)?;
-        self.pw.forward_with(&x, train, None, Activation::Relu6)
-    }
-
-    /// The block in inference on blocked (NCHW16c) activations.
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.dw.forward_blocked(x, None, Activation::Relu6)?;
-        self.pw.forward_blocked(&x, None, Activation::Relu6)
+    fn walk<W: Walker>(&self, w: &mut W, x: &W::Value) -> WalkResult<W, W::Value> {
+        let x = w.conv_bn(&self.dw, x, None, Activation::Relu6)?;
+        w.conv_bn(&self.pw, &x, None, Activation::Relu6)
     }
 }
 
@@ -181,106 +175,37 @@ impl MobileNetV1 {
     pub fn config(&self) -> &MobileNetConfig {
         &self.cfg
     }
+}
 
-    /// Whether inference on `x` takes the blocked path ([`ops::blocked`]): f32 on a CPU
-    /// with AVX-512F and read-only weights (`Model::frozen`).
-    fn takes_blocked_path(&self, x: &Tensor) -> bool {
-        x.device().is_cpu()
-            && x.dtype() == DType::F32
-            && ops::blocked::available()
-            && self.stem.is_read_only()
-            && self
-                .stages
-                .iter()
-                .flatten()
-                .all(|b| b.dw.is_read_only() && b.pw.is_read_only())
+impl Network for MobileNetV1 {
+    fn in_chans(&self) -> usize {
+        self.cfg.in_chans
     }
 
-    /// Inference on blocked activations: the stem in NCHW (3 input channels), converted
-    /// once, the blocks blocked up to the classifier's pooling.
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        self.check_input(x)?;
-        let stem = self.stem.forward_with(x, false, None, Activation::Relu6)?;
-        let mut x = ops::blocked::to_blocked(&stem)?;
-        let blocks = self.stages.iter().flatten();
-        let channels = blocks
-            .clone()
-            .last()
-            .expect("13 blocks")
-            .pw
-            .conv
-            .out_channels();
-        for block in blocks {
-            x = block.forward_blocked(&x)?;
-        }
-        self.classify(ops::blocked::global_avg_pool(&x, channels)?)
-    }
-
-    /// The input's channels and size, or a clear error.
     fn check_input(&self, x: &Tensor) -> Result<()> {
         crate::layers::check_input(x, self.cfg.in_chans, 32, "MobileNet")
     }
 
-    /// The classifier on pooled features `(N, C)` (none: the features).
-    fn classify(&self, pooled: Tensor) -> Result<Tensor> {
-        crate::layers::classify(self.classifier.as_ref(), pooled)
-    }
-}
-
-impl Classifier for MobileNetV1 {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !train && self.takes_blocked_path(x) {
-            return self.forward_blocked(x);
-        }
-        let features = self.forward_features(x, train)?;
-        self.forward_head(features.last().expect("four stages"))
-    }
-
-    /// The outputs of stages 2–5 (strides 4, 8, 16, 32).
-    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-        self.check_input(x)?;
-        let mut x = self.stem.forward_with(x, train, None, Activation::Relu6)?;
+    /// The stem, then the stages; the outputs of stages 1–4 are the features.
+    fn walk<W: Walker>(&self, w: &mut W, x: W::Value) -> WalkResult<W, Walked<W::Value>> {
+        let mut x = w.conv_bn(&self.stem, &x, None, Activation::Relu6)?;
         let mut features = Vec::with_capacity(4);
         for (s, stage) in self.stages.iter().enumerate() {
             for block in stage {
-                x = block.forward_t(&x, train)?;
+                x = block.walk(w, &x)?;
             }
             if s > 0 {
                 features.push(x.clone());
             }
         }
-        Ok(features)
+        Ok(Walked {
+            features,
+            aux: None,
+        })
     }
 
-    fn forward_head(&self, last: &Tensor) -> Result<Tensor> {
-        self.classify(ops::global_avg_pool(last)?)
-    }
-
-    fn macs(&self, h: usize, w: usize) -> u64 {
-        let (mut h, mut w, mut total) = self.stem.macs(h, w);
-        for block in self.stages.iter().flatten() {
-            for unit in [&block.dw, &block.pw] {
-                let (oh, ow, macs) = unit.macs(h, w);
-                (h, w, total) = (oh, ow, total + macs);
-            }
-        }
-        total + self.classifier.as_ref().map_or(0, Linear::macs)
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> crate::Result<String> {
-        let mut x = g.conv_bn(&self.stem, input)?;
-        x = g.relu6(&x);
-        for block in self.stages.iter().flatten() {
-            for unit in [&block.dw, &block.pw] {
-                let y = g.conv_bn(unit, &x)?;
-                x = g.relu6(&y);
-            }
-        }
-        let pooled = g.global_avg_pool(&x);
-        match &self.classifier {
-            Some(fc) => g.linear(fc, &pooled),
-            None => Ok(pooled),
-        }
+    fn classifier(&self) -> Option<&Linear> {
+        self.classifier.as_ref()
     }
 }
 

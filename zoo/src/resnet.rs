@@ -11,13 +11,13 @@
 //! | ResNet-D | three 3×3, width 32 | 3×3 | 2×2 avg-pool, then 1×1 conv | `resnet50d` |
 //! | ResNet-S | three 3×3, width 64 | 3×3 | 1×1 conv, stride 2 | `resnet50s` |
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use ops::{Activation, Conv2dParams, Pool2dParams};
 
 use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, ConvBn, Linear};
-use crate::onnx::OnnxGraph;
-use crate::{Classifier, ZooError};
+use crate::walk::{Network, WalkResult, Walked, Walker};
+use crate::ZooError;
 
 /// The residual block: two 3×3 convolutions (ResNet-18/34) or the 1×1–3×3–1×1 bottleneck
 /// with 4× expansion (ResNet-50 and deeper).
@@ -256,53 +256,12 @@ impl Stem {
         Pool2dParams::new(3, 2).padding(1)
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
+    fn walk<W: Walker>(&self, w: &mut W, x: W::Value) -> WalkResult<W, W::Value> {
+        let mut x = x;
         for unit in self.deep.iter().chain([&self.last]) {
-            x = unit.forward_with(&x, train, None, Activation::Relu)?;
+            x = w.conv_bn(unit, &x, None, Activation::Relu)?;
         }
-        ops::max_pool2d(&x, Self::max_pool())
-    }
-
-    /// The stem in inference, its output blocked (NCHW16c). The first convolution runs in
-    /// NCHW (its 3 input channels would fill 3 of 16 lanes); the plain stem is converted
-    /// after its max-pool (a quarter of the values), the deep stem before its other two
-    /// convolutions, which run blocked.
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        let (first, rest) = match self.deep.split_first() {
-            Some((first, deep)) => (first, deep.iter().chain([&self.last]).collect()),
-            None => (&self.last, Vec::new()),
-        };
-        let y = first.forward_with(x, false, None, Activation::Relu)?;
-        if rest.is_empty() {
-            return ops::blocked::to_blocked(&ops::max_pool2d(&y, Self::max_pool())?);
-        }
-        let mut y = ops::blocked::to_blocked(&y)?;
-        for unit in rest {
-            y = unit.forward_blocked(&y, None, Activation::Relu)?;
-        }
-        ops::blocked::max_pool2d(&y, Self::max_pool())
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
-        let mut x = x.to_string();
-        for unit in self.deep.iter().chain([&self.last]) {
-            let y = g.conv_bn(unit, &x)?;
-            x = g.relu(&y);
-        }
-        Ok(g.max_pool(&x, Self::max_pool()))
-    }
-
-    fn macs(&self, h: usize, w: usize) -> (usize, usize, u64) {
-        let (mut h, mut w, mut total) = (h, w, 0);
-        for unit in self.deep.iter().chain([&self.last]) {
-            let (oh, ow, macs) = unit.macs(h, w);
-            (h, w, total) = (oh, ow, total + macs);
-        }
-        let p = Self::max_pool();
-        let pooled =
-            |len| ops::pool_output_size(len, p.kernel, p.stride, p.padding, 1, false).unwrap_or(0);
-        (pooled(h), pooled(w), total)
+        w.max_pool(&x, Self::max_pool())
     }
 }
 
@@ -317,43 +276,13 @@ enum ShortcutPool {
 }
 
 impl ShortcutPool {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn walk<W: Walker>(&self, w: &mut W, x: &W::Value) -> WalkResult<W, W::Value> {
         match self {
-            ShortcutPool::Strided(p) => ops::avg_pool2d(x, *p),
+            ShortcutPool::Strided(p) => w.avg_pool(x, *p),
             ShortcutPool::Same => {
-                let padded = x.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
-                ops::avg_pool2d(&padded, Pool2dParams::new(2, 1))
+                let padded = w.pad_bottom_right(x)?;
+                w.avg_pool(&padded, Pool2dParams::new(2, 1))
             }
-        }
-    }
-
-    fn to_onnx(self, g: &mut OnnxGraph, x: &str) -> String {
-        match self {
-            ShortcutPool::Strided(p) => g.avg_pool(x, p),
-            ShortcutPool::Same => {
-                let padded = g.pad(x, [0, 0, 1, 1]);
-                g.avg_pool(&padded, Pool2dParams::new(2, 1))
-            }
-        }
-    }
-
-    /// The pooling on blocked activations, where it has a blocked form (not `Same`).
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            ShortcutPool::Strided(p) => ops::blocked::avg_pool2d(x, *p),
-            ShortcutPool::Same => {
-                candle_core::bail!("the dilated stages' shortcut pooling has no blocked form")
-            }
-        }
-    }
-
-    fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
-        match self {
-            ShortcutPool::Strided(p) => {
-                let f = |len| ops::pool_output_size(len, 2, p.stride, 0, 1, true).unwrap_or(0);
-                (f(h), f(w))
-            }
-            ShortcutPool::Same => (h, w),
         }
     }
 }
@@ -367,34 +296,12 @@ struct Shortcut {
 }
 
 impl Shortcut {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match &self.pool {
-            Some(pool) => self.unit.forward_t(&pool.forward(x)?, train),
-            None => self.unit.forward_t(x, train),
-        }
-    }
-
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.pool {
-            Some(pool) => {
-                self.unit
-                    .forward_blocked(&pool.forward_blocked(x)?, None, Activation::Identity)
-            }
-            None => self.unit.forward_blocked(x, None, Activation::Identity),
-        }
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
+    fn walk<W: Walker>(&self, w: &mut W, x: &W::Value) -> WalkResult<W, W::Value> {
         let pooled = match &self.pool {
-            Some(pool) => pool.to_onnx(g, x),
-            None => x.to_string(),
+            Some(pool) => pool.walk(w, x)?,
+            None => x.clone(),
         };
-        g.conv_bn(&self.unit, &pooled)
-    }
-
-    fn macs(&self, h: usize, w: usize) -> u64 {
-        let (h, w) = self.pool.map_or((h, w), |p| p.output_size(h, w));
-        self.unit.macs(h, w).2
+        w.conv_bn(&self.unit, &pooled, None, Activation::Identity)
     }
 }
 
@@ -473,76 +380,18 @@ impl Block {
         Ok(Self { path_a, shortcut })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Path B (or the identity), path A, their sum, ReLU.
+    fn walk<W: Walker>(&self, w: &mut W, x: &W::Value) -> WalkResult<W, W::Value> {
         let identity = match &self.shortcut {
-            Some(s) => s.forward_t(x, train)?,
+            Some(s) => s.walk(w, x)?,
             None => x.clone(),
         };
         let (last, inner) = self.path_a.split_last().expect("path A has units");
         let mut y = x.clone();
         for unit in inner {
-            y = unit.forward_with(&y, train, None, Activation::Relu)?;
+            y = w.conv_bn(unit, &y, None, Activation::Relu)?;
         }
-        last.forward_with(&y, train, Some(&identity), Activation::Relu)
-    }
-
-    /// Whether [`Self::forward_blocked`] serves this block: read-only weights, and no
-    /// dilated stage's shortcut pooling.
-    fn has_blocked_form(&self) -> bool {
-        self.path_a.iter().all(ConvBn::is_read_only)
-            && self.shortcut.as_ref().is_none_or(|s| {
-                s.unit.is_read_only() && !matches!(s.pool, Some(ShortcutPool::Same))
-            })
-    }
-
-    /// The block in inference on blocked (NCHW16c) activations.
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        let identity = match &self.shortcut {
-            Some(s) => s.forward_blocked(x)?,
-            None => x.clone(),
-        };
-        let (last, inner) = self.path_a.split_last().expect("path A has units");
-        let mut y = x.clone();
-        for unit in inner {
-            y = unit.forward_blocked(&y, None, Activation::Relu)?;
-        }
-        last.forward_blocked(&y, Some(&identity), Activation::Relu)
-    }
-
-    /// Output channels.
-    fn out_channels(&self) -> usize {
-        self.path_a
-            .last()
-            .expect("path A has units")
-            .conv
-            .out_channels()
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> crate::Result<String> {
-        let last = self.path_a.len() - 1;
-        let mut y = x.to_string();
-        for (i, unit) in self.path_a.iter().enumerate() {
-            y = g.conv_bn(unit, &y)?;
-            if i < last {
-                y = g.relu(&y);
-            }
-        }
-        let identity = match &self.shortcut {
-            Some(s) => s.to_onnx(g, x)?,
-            None => x.to_string(),
-        };
-        let sum = g.add(&y, &identity);
-        Ok(g.relu(&sum))
-    }
-
-    fn macs(&self, h: usize, w: usize) -> (usize, usize, u64) {
-        let shortcut = self.shortcut.as_ref().map_or(0, |s| s.macs(h, w));
-        let (mut h, mut w, mut total) = (h, w, shortcut);
-        for unit in &self.path_a {
-            let (oh, ow, macs) = unit.macs(h, w);
-            (h, w, total) = (oh, ow, total + macs);
-        }
-        (h, w, total)
+        w.conv_bn(last, &y, Some(&identity), Activation::Relu)
     }
 }
 
@@ -649,91 +498,34 @@ impl ResNet {
     pub fn config(&self) -> &ResNetConfig {
         &self.cfg
     }
+}
 
-    /// Whether inference on `x` takes the blocked path ([`ops::blocked`]): f32 on a CPU
-    /// with AVX-512F, read-only weights (`Model::frozen`), no dilated stage.
-    fn takes_blocked_path(&self, x: &Tensor) -> bool {
-        x.device().is_cpu()
-            && x.dtype() == DType::F32
-            && ops::blocked::available()
-            && self
-                .stem
-                .deep
-                .iter()
-                .chain([&self.stem.last])
-                .all(ConvBn::is_read_only)
-            && self.stages.iter().flatten().all(Block::has_blocked_form)
+impl Network for ResNet {
+    fn in_chans(&self) -> usize {
+        self.cfg.in_chans
     }
 
-    /// Inference on blocked activations from the stem (see `Stem::forward_blocked`) to the
-    /// classifier's pooling.
-    fn forward_blocked(&self, x: &Tensor) -> Result<Tensor> {
-        self.check_input(x)?;
-        let mut x = self.stem.forward_blocked(x)?;
-        let blocks = self.stages.iter().flatten();
-        let channels = blocks.clone().last().expect("four stages").out_channels();
-        for block in blocks {
-            x = block.forward_blocked(&x)?;
-        }
-        self.classify(ops::blocked::global_avg_pool(&x, channels)?)
-    }
-
-    /// The input's channels and size, or a clear error.
     fn check_input(&self, x: &Tensor) -> Result<()> {
         crate::layers::check_input(x, self.cfg.in_chans, 32, "a ResNet")
     }
 
-    /// The classifier on pooled features `(N, C)` (none: the features).
-    fn classify(&self, pooled: Tensor) -> Result<Tensor> {
-        crate::layers::classify(self.fc.as_ref(), pooled)
-    }
-}
-
-impl Classifier for ResNet {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !train && self.takes_blocked_path(x) {
-            return self.forward_blocked(x);
-        }
-        let features = self.forward_features(x, train)?;
-        self.forward_head(features.last().expect("four stages"))
-    }
-
-    fn forward_head(&self, last: &Tensor) -> Result<Tensor> {
-        self.classify(ops::global_avg_pool(last)?)
-    }
-
-    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-        self.check_input(x)?;
-        let mut x = self.stem.forward_t(x, train)?;
+    fn walk<W: Walker>(&self, w: &mut W, x: W::Value) -> WalkResult<W, Walked<W::Value>> {
+        let mut x = self.stem.walk(w, x)?;
         let mut features = Vec::with_capacity(4);
         for stage in &self.stages {
             for block in stage {
-                x = block.forward_t(&x, train)?;
+                x = block.walk(w, &x)?;
             }
             features.push(x.clone());
         }
-        Ok(features)
+        Ok(Walked {
+            features,
+            aux: None,
+        })
     }
 
-    fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> crate::Result<String> {
-        let mut x = self.stem.to_onnx(g, input)?;
-        for block in self.stages.iter().flatten() {
-            x = block.to_onnx(g, &x)?;
-        }
-        let pooled = g.global_avg_pool(&x);
-        match &self.fc {
-            Some(fc) => g.linear(fc, &pooled),
-            None => Ok(pooled),
-        }
-    }
-
-    fn macs(&self, h: usize, w: usize) -> u64 {
-        let (mut h, mut w, mut total) = self.stem.macs(h, w);
-        for block in self.stages.iter().flatten() {
-            let (oh, ow, macs) = block.macs(h, w);
-            (h, w, total) = (oh, ow, total + macs);
-        }
-        total + self.fc.as_ref().map_or(0, Linear::macs)
+    fn classifier(&self) -> Option<&Linear> {
+        self.fc.as_ref()
     }
 }
 

@@ -8,13 +8,13 @@
 //! when it optimises the graph), and every initializer keeps its timm name, so the ONNX file
 //! and the safetensors file can be compared tensor by tensor.
 //!
-//! Each architecture writes its own graph through [`crate::Classifier::to_onnx`], calling
-//! the layer emitters of [`OnnxGraph`].
+//! A network's one walk ([`crate::walk::Network::walk`]) writes the graph: [`OnnxGraph`] is
+//! a [`Walker`] whose values are the names of ONNX values.
 
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use ops::Pool2dParams;
+use ops::{Activation, Pool2dParams};
 use prost::Message;
 use proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
@@ -23,6 +23,7 @@ use proto::{
 };
 
 use crate::layers::{BatchNorm2d, Conv2d, ConvBn, Linear};
+use crate::walk::Walker;
 use crate::{Classifier, Result, ZooError};
 
 /// The ONNX IR's protobuf messages (`ModelProto`, `GraphProto`, …), generated code.
@@ -350,6 +351,56 @@ pub fn read(path: &Path) -> Result<ModelProto> {
         }
     }
     Ok(model)
+}
+
+/// The graph as a walker: a network's walk writes its inference graph (batch norm with
+/// running statistics), values named by strings.
+impl Walker for OnnxGraph {
+    type Value = String;
+    type Error = ZooError;
+
+    fn conv_bn(
+        &mut self,
+        unit: &ConvBn,
+        x: &String,
+        residual: Option<&String>,
+        act: Activation,
+    ) -> Result<String> {
+        let y = OnnxGraph::conv_bn(self, unit, x)?;
+        let y = match residual {
+            Some(r) => self.add(&y, r),
+            None => y,
+        };
+        Ok(match act {
+            Activation::Identity => y,
+            Activation::Relu => self.relu(&y),
+            Activation::Relu6 => self.relu6(&y),
+        })
+    }
+
+    fn max_pool(&mut self, x: &String, p: Pool2dParams) -> Result<String> {
+        Ok(OnnxGraph::max_pool(self, x, p))
+    }
+
+    fn avg_pool(&mut self, x: &String, p: Pool2dParams) -> Result<String> {
+        Ok(OnnxGraph::avg_pool(self, x, p))
+    }
+
+    fn pad_bottom_right(&mut self, x: &String) -> Result<String> {
+        Ok(self.pad(x, [0, 0, 1, 1]))
+    }
+
+    fn concat(&mut self, parts: &[String]) -> Result<String> {
+        Ok(OnnxGraph::concat(self, parts))
+    }
+
+    fn head(&mut self, x: &String, fc: Option<&Linear>) -> Result<String> {
+        let pooled = self.global_avg_pool(x);
+        match fc {
+            Some(fc) => self.linear(fc, &pooled),
+            None => Ok(pooled),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Tests of the ResNet family: zero-γ, pooled features, input sizes, output stride.
 
 use super::*;
+use crate::walk::{Act, Eager};
+use crate::Classifier;
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
 
@@ -65,7 +67,9 @@ fn zero_gamma_blocks_start_as_identity_on_the_residual() -> Result<()> {
     let block = &net.stages[1][1];
     assert!(block.shortcut.is_none());
     let x = ops::gradcheck::uniform(&[2, 32, 6, 5], 1, &Device::Cpu)?;
-    let y = block.forward_t(&x, true)?;
+    let mut eager = Eager::new(&x, true, false);
+    let out = block.walk(&mut eager, &Act::Nchw(x.clone()))?;
+    let y = eager.nchw(&out)?;
     assert_eq!(ops::gradcheck::max_abs_diff(&y, &x.relu()?)?, 0.0);
     Ok(())
 }
