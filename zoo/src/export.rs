@@ -40,7 +40,7 @@ pub type ExportedFiles = Vec<(FileRole, String, PathBuf)>;
 pub fn timm_config(model: &Model, meta: &ExportMeta) -> serde_json::Value {
     let spec = &model.spec;
     let input = &meta.input;
-    let (ph, pw) = spec.pool_size(input.size[1], input.size[2]);
+    let (ph, pw) = model.net.feature_size(input.size[1], input.size[2]);
     let pool_size = [ph, pw];
     let mut pretrained = json!({
         "input_size": input.size,

@@ -16,6 +16,9 @@ use crate::walk::{Network, WalkResult, Walked, Walker};
 /// Weight of the auxiliary classifier's loss in training (torchvision's reference recipe).
 pub const AUX_LOSS_WEIGHT: f64 = 0.4;
 
+/// Channels of Mixed_7c's output: what global pooling gives the classifier.
+pub const NUM_FEATURES: usize = 2048;
+
 /// Everything that defines an Inception-V3.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InceptionConfig {
@@ -425,7 +428,7 @@ impl InceptionV3 {
         };
         let fc = match cfg.num_classes {
             0 => None,
-            n => Some(Linear::new(vb.pp("fc"), 2048, n)?),
+            n => Some(Linear::new(vb.pp("fc"), NUM_FEATURES, n)?),
         };
         Ok(Self {
             cfg: cfg.clone(),

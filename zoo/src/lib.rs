@@ -53,7 +53,8 @@ use walk::{Act, Eager, KernelTable, MacCounter, Network, Shape3, Walker};
 
 /// An image classifier of the zoo: what the CLI, the trainer and the transfer heads use.
 pub trait Classifier: Send + Sync {
-    /// Logits `(N, num_classes)` for images `(N, 3, H, W)`, or pooled features
+    /// Logits `(N, num_classes)` for images `(N, 3, H, W)`, N ≥ 1 (an empty batch is an
+    /// error, the same for every network), or pooled features
     /// `(N, num_features)` when the model was built with `num_classes = 0`. `train` selects
     /// batch statistics (and updates the running ones) in batch norm.
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
@@ -81,6 +82,10 @@ pub trait Classifier: Send + Sync {
     /// Writes the inference graph (batch norm with running statistics) into `graph`,
     /// reading the image from the value `input`; returns the name of the output value.
     fn to_onnx(&self, graph: &mut onnx::OnnxGraph, input: &str) -> Result<String>;
+
+    /// Height and width of the last stage's output for an `h × w` input (timm's
+    /// `pool_size`), from the same walk as the forward pass.
+    fn feature_size(&self, h: usize, w: usize) -> (usize, usize);
 
     /// Records in `table` the kernel every convolution gets on an `h × w` input
     /// ([`ops::plan`]).
@@ -148,6 +153,18 @@ impl<N: Network> Classifier for N {
         let walked = self.walk(graph, input.to_string())?;
         let last = walked.features.last().expect("a network has stages");
         Walker::head(graph, last, self.classifier())
+    }
+
+    fn feature_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let input = Shape3 {
+            c: self.in_chans(),
+            h,
+            w,
+        };
+        match self.walk(&mut MacCounter::default(), input) {
+            Ok(walked) => walked.features.last().map_or((0, 0), |s| (s.h, s.w)),
+            Err(_) => (0, 0),
+        }
     }
 
     fn kernel_table(&self, table: &mut KernelTable, h: usize, w: usize) -> candle_core::Result<()> {

@@ -51,6 +51,130 @@ pub enum Arch {
     Inception(InceptionConfig),
 }
 
+impl Arch {
+    /// The family's configuration, through what every family answers.
+    pub fn config(&self) -> &dyn ArchConfig {
+        match self {
+            Arch::ResNet(c) => c,
+            Arch::MobileNet(c) => c,
+            Arch::Inception(c) => c,
+        }
+    }
+
+    /// The same, to change.
+    pub fn config_mut(&mut self) -> &mut dyn ArchConfig {
+        match self {
+            Arch::ResNet(c) => c,
+            Arch::MobileNet(c) => c,
+            Arch::Inception(c) => c,
+        }
+    }
+}
+
+/// What every architecture family's configuration answers, so that [`ModelSpec`] asks
+/// instead of matching on the family.
+pub trait ArchConfig {
+    /// Name prefix of the classifier's tensors (`fc`, `classifier`).
+    fn classifier_name(&self) -> &'static str;
+    /// Classes of the classifier (0: pooled features).
+    fn num_classes(&self) -> usize;
+    /// Sets the classes.
+    fn set_num_classes(&mut self, n: usize);
+    /// Channels of the pooled features.
+    fn num_features(&self) -> usize;
+    /// Input channels.
+    fn in_chans(&self) -> usize;
+    /// timm's `first_conv`.
+    fn first_conv(&self) -> &'static str;
+    /// Zero-γ (Section 3.1); families without residual blocks ignore it.
+    fn set_zero_gamma(&mut self, _on: bool) {}
+    /// Inception-V3's auxiliary classifier; the other families have none.
+    fn set_aux_logits(&mut self, _on: bool) {}
+    /// Builds the network, registering its tensors under `vb`.
+    fn build(&self, vb: VarBuilder) -> Result<Box<dyn Classifier>>;
+}
+
+impl ArchConfig for ResNetConfig {
+    fn classifier_name(&self) -> &'static str {
+        "fc"
+    }
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+    fn set_num_classes(&mut self, n: usize) {
+        self.num_classes = n;
+    }
+    fn num_features(&self) -> usize {
+        ResNetConfig::num_features(self)
+    }
+    fn in_chans(&self) -> usize {
+        self.in_chans
+    }
+    fn first_conv(&self) -> &'static str {
+        match self.stem {
+            StemKind::Plain => "conv1",
+            StemKind::Deep => "conv1.0",
+        }
+    }
+    fn set_zero_gamma(&mut self, on: bool) {
+        self.zero_gamma = on;
+    }
+    fn build(&self, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
+        Ok(Box::new(ResNet::new(self, vb)?))
+    }
+}
+
+impl ArchConfig for MobileNetConfig {
+    fn classifier_name(&self) -> &'static str {
+        "classifier"
+    }
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+    fn set_num_classes(&mut self, n: usize) {
+        self.num_classes = n;
+    }
+    fn num_features(&self) -> usize {
+        MobileNetConfig::num_features(self)
+    }
+    fn in_chans(&self) -> usize {
+        self.in_chans
+    }
+    fn first_conv(&self) -> &'static str {
+        "conv_stem"
+    }
+    fn build(&self, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
+        Ok(Box::new(MobileNetV1::new(self, vb)?))
+    }
+}
+
+impl ArchConfig for InceptionConfig {
+    fn classifier_name(&self) -> &'static str {
+        "fc"
+    }
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+    fn set_num_classes(&mut self, n: usize) {
+        self.num_classes = n;
+    }
+    fn num_features(&self) -> usize {
+        crate::inception::NUM_FEATURES
+    }
+    fn in_chans(&self) -> usize {
+        self.in_chans
+    }
+    fn first_conv(&self) -> &'static str {
+        "Conv2d_1a_3x3.conv"
+    }
+    fn set_aux_logits(&mut self, on: bool) {
+        self.aux_logits = on;
+    }
+    fn build(&self, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
+        Ok(Box::new(InceptionV3::new(self, vb)?))
+    }
+}
+
 /// MobileNet v1 widths: timm's `mobilenetv1_100` and `_125`, and the narrower ones as timm's
 /// `channel_multiplier` builds them.
 const MOBILENET_WIDTHS: [(&str, f64); 5] = [
@@ -108,37 +232,22 @@ impl ModelSpec {
 
     /// Name prefix of the classifier's tensors (replaced when fine-tuning on other classes).
     pub fn classifier_name(&self) -> &'static str {
-        match self.arch {
-            Arch::ResNet(_) | Arch::Inception(_) => "fc",
-            Arch::MobileNet(_) => "classifier",
-        }
+        self.arch.config().classifier_name()
     }
 
     /// Classes of the classifier (0: pooled features).
     pub fn num_classes(&self) -> usize {
-        match &self.arch {
-            Arch::ResNet(c) => c.num_classes,
-            Arch::MobileNet(c) => c.num_classes,
-            Arch::Inception(c) => c.num_classes,
-        }
+        self.arch.config().num_classes()
     }
 
     /// Channels of the pooled features.
     pub fn num_features(&self) -> usize {
-        match &self.arch {
-            Arch::ResNet(c) => c.num_features(),
-            Arch::MobileNet(c) => c.num_features(),
-            Arch::Inception(_) => 2048,
-        }
+        self.arch.config().num_features()
     }
 
     /// Input channels.
     pub fn in_chans(&self) -> usize {
-        match &self.arch {
-            Arch::ResNet(c) => c.in_chans,
-            Arch::MobileNet(c) => c.in_chans,
-            Arch::Inception(c) => c.in_chans,
-        }
+        self.arch.config().in_chans()
     }
 
     /// Size of the network's output: classes, or features without a classifier.
@@ -149,39 +258,15 @@ impl ModelSpec {
         }
     }
 
-    /// Spatial size of the last feature map for an `h × w` input (timm's `pool_size`).
-    pub fn pool_size(&self, h: usize, w: usize) -> (usize, usize) {
-        let f = |l: usize| match &self.arch {
-            // Stride-2 convolutions and pools with padding: ⌈l / 32⌉.
-            Arch::ResNet(c) => l.div_ceil(c.output_stride.min(32)),
-            Arch::MobileNet(_) => l.div_ceil(32),
-            // Unpadded 3×3 convolutions and pools: 299 → 149 → 147 → 73 → 71 → 35 → 17 → 8.
-            Arch::Inception(_) => {
-                let down = |l: usize| l.saturating_sub(3) / 2 + 1;
-                let l = down(l).saturating_sub(2); // Conv2d_1a (stride 2), Conv2d_2a
-                let l = down(l).saturating_sub(2); // Pool1, Conv2d_4a
-                down(down(down(l))) // Pool2, Mixed_6a, Mixed_7a
-            }
-        };
-        (f(h), f(w))
-    }
-
     /// timm's `first_conv`: the name of the first convolution.
     pub fn first_conv(&self) -> &'static str {
-        match &self.arch {
-            Arch::ResNet(c) if c.stem == StemKind::Plain => "conv1",
-            Arch::ResNet(_) => "conv1.0",
-            Arch::MobileNet(_) => "conv_stem",
-            Arch::Inception(_) => "Conv2d_1a_3x3.conv",
-        }
+        self.arch.config().first_conv()
     }
 
     /// The same model with Inception-V3's auxiliary classifier on or off (no effect on the
     /// other families).
     pub fn with_aux_logits(mut self, aux: bool) -> Self {
-        if let Arch::Inception(cfg) = &mut self.arch {
-            cfg.aux_logits = aux;
-        }
+        self.arch.config_mut().set_aux_logits(aux);
         self
     }
 
@@ -211,20 +296,14 @@ impl ModelSpec {
 
     /// The same model with a classifier for `num_classes` classes (0: pooled features).
     pub fn with_num_classes(mut self, num_classes: usize) -> Self {
-        match &mut self.arch {
-            Arch::ResNet(cfg) => cfg.num_classes = num_classes,
-            Arch::MobileNet(cfg) => cfg.num_classes = num_classes,
-            Arch::Inception(cfg) => cfg.num_classes = num_classes,
-        }
+        self.arch.config_mut().set_num_classes(num_classes);
         self
     }
 
     /// The same model with zero-γ initialisation (Section 3.1) switched on or off. Zero-γ
     /// concerns residual blocks: MobileNet v1 and Inception-V3 have none, and are unchanged.
     pub fn with_zero_gamma(mut self, zero_gamma: bool) -> Self {
-        if let Arch::ResNet(cfg) = &mut self.arch {
-            cfg.zero_gamma = zero_gamma;
-        }
+        self.arch.config_mut().set_zero_gamma(zero_gamma);
         self
     }
 
@@ -239,11 +318,7 @@ impl ModelSpec {
 
     /// Builds the network, registering its tensors under `vb`.
     pub fn build(&self, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
-        match &self.arch {
-            Arch::ResNet(cfg) => Ok(Box::new(ResNet::new(cfg, vb)?)),
-            Arch::MobileNet(cfg) => Ok(Box::new(MobileNetV1::new(cfg, vb)?)),
-            Arch::Inception(cfg) => Ok(Box::new(InceptionV3::new(cfg, vb)?)),
-        }
+        self.arch.config().build(vb)
     }
 }
 
@@ -433,7 +508,7 @@ mod pool_size_tests {
     use super::*;
 
     #[test]
-    fn pool_size_is_timms() {
+    fn feature_size_is_timms_pool_size() {
         for (name, size, expected) in [
             ("resnet50d", 224, 7),
             ("resnet50d", 193, 7),
@@ -442,9 +517,10 @@ mod pool_size_tests {
             ("inception_v3", 311, 8),
             ("inception_v3", 331, 9),
         ] {
+            let model = create_model(&ModelSpec::find(name).unwrap(), &Device::Cpu, 0).unwrap();
             assert_eq!(
-                ModelSpec::find(name).unwrap().pool_size(size, size).0,
-                expected,
+                model.net.feature_size(size, size),
+                (expected, expected),
                 "{name} at {size}"
             );
         }
