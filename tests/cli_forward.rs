@@ -71,6 +71,10 @@ fn workspace() -> &'static Workspace {
             &ws.path("rank3.safetensors"),
             &[("input", x.get(0).unwrap())],
         );
+        save(
+            &ws.path("empty.safetensors"),
+            &[("input", x.narrow(0, 0, 0).unwrap())],
+        );
         let bytes = std::fs::read(ws.path("resnet18.safetensors")).unwrap();
         std::fs::write(
             ws.path("truncated.safetensors"),
@@ -186,6 +190,12 @@ fn forward_rejects_bad_inputs_with_clear_errors() {
     check(
         run("resnet18", "resnet18.safetensors", "missing.safetensors"),
         &["missing.safetensors"],
+    );
+    // A batch of 0 images: an error, for every network alike (it used to panic in a
+    // ResNet's convolution).
+    check(
+        run("resnet18", "resnet18.safetensors", "empty.safetensors"),
+        &["no images", "batch of 0"],
     );
     check(
         run("resnet50d", "resnet18.safetensors", "input.safetensors"),

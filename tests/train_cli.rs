@@ -442,7 +442,7 @@ fn demo_quick_writes_the_report() {
     );
     for plot in ["lr.png", "top1.png"] {
         let img = image::open(tmp.path().join(plot)).unwrap();
-        assert_eq!((img.width(), img.height()), (640, 400));
+        assert_eq!((img.width(), img.height()), (800, 500));
     }
 }
 

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long)]
     pub train: bool,
     /// Timed iterations (at least 1), after one untimed warm-up.
-    #[arg(long, default_value_t = 3, value_parser = positive)]
+    #[arg(long, default_value_t = 3, value_parser = super::positive)]
     pub iters: usize,
     /// Time the data loader instead: one epoch of this dataset's `train` split (ImageNet
     /// layout) with the full training augmentation, at `--batch` and `--size`.
@@ -50,15 +50,6 @@ pub struct Args {
     /// (inference on frozen weights, or with `--train` a training step), instead of timing.
     #[arg(long, conflicts_with_all = ["conv", "loader"])]
     pub kernels: bool,
-}
-
-/// A count of at least 1.
-fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -33,13 +33,9 @@ pub fn run(args: Args) -> Result<()> {
     let model = args.weights.load()?.model;
     let classes = ImageFolder::class_names(&args.data)?;
     let val = ImageFolder::open(&args.data, "val", &classes)?;
-    let out = model
-        .net
-        .forward_t(
-            &candle_core::Tensor::zeros((1, 3, 32, 32), DType::F32, &candle_core::Device::Cpu)?,
-            false,
-        )?
-        .dim(1)?;
+    // The classifier's size from the model's spec (a probe forward pass would need an input
+    // the network accepts: Inception-V3 refuses anything under 75×75).
+    let out = model.spec.output_dims();
     if out != classes.len() {
         bail!(
             "{} has {out} classes, the data {}",
@@ -79,7 +75,10 @@ pub fn run(args: Args) -> Result<()> {
     );
     let skipped = loader.skips().skipped;
     if !skipped.is_empty() {
-        eprintln!("{} unreadable image(s) skipped", skipped.len());
+        eprintln!("{} unreadable image(s) skipped:", skipped.len());
+        for s in skipped.iter().take(20) {
+            eprintln!("  {s}");
+        }
     }
     Ok(())
 }

@@ -12,3 +12,12 @@ pub mod predict;
 pub mod schedule;
 pub mod train;
 pub mod zoo;
+
+/// A command-line count of at least 1 (`--iters`, `--iters-per-epoch`).
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}

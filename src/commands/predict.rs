@@ -45,6 +45,13 @@ pub fn run(args: Args) -> Result<()> {
         let pixels = preprocess(path, input).map_err(anyhow::Error::msg)?;
         let x = Tensor::from_vec(pixels, (1, c, h, w), &Device::Cpu)?;
         let logits = net.forward_t(&x, false)?;
+        let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        if values.iter().any(|v| !v.is_finite()) {
+            bail!(
+                "{}: the model's logits are not finite (NaN or infinite): no ranking to show",
+                path.display()
+            );
+        }
         let probs: Vec<f32> = candle_nn::ops::softmax(&logits, D::Minus1)?
             .flatten_all()?
             .to_vec1()?;

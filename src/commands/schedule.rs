@@ -10,8 +10,8 @@ pub struct Args {
     /// A shipped recipe or a TOML file.
     #[arg(long, default_value = "baseline")]
     pub recipe: String,
-    /// Updates per epoch.
-    #[arg(long)]
+    /// Updates per epoch (at least 1).
+    #[arg(long, value_parser = super::positive)]
     pub iters_per_epoch: usize,
     /// Recipe overrides (e.g. --epochs, --warmup-epochs, --lr-schedule).
     #[command(flatten)]
@@ -21,7 +21,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let recipe = args.overrides.apply(Recipe::load(&args.recipe)?);
     recipe.validate().map_err(anyhow::Error::msg)?;
-    let schedule = recipe.schedule(args.iters_per_epoch.max(1));
+    let schedule = recipe.schedule(args.iters_per_epoch);
     let mut out = std::io::stdout().lock();
     use std::io::Write;
     writeln!(out, "iter,epoch,lr")?;
@@ -29,7 +29,7 @@ pub fn run(args: Args) -> Result<()> {
         writeln!(
             out,
             "{i},{:.4},{:.8}",
-            i as f64 / args.iters_per_epoch.max(1) as f64,
+            i as f64 / args.iters_per_epoch as f64,
             schedule.lr(i)
         )?;
     }

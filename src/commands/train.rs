@@ -11,8 +11,11 @@ use zoo::reference::WeightsRef;
 use crate::progress::RunProgress;
 use crate::weights_ref::ZooArgs;
 
+/// The recipe of a new run when none is named.
+const DEFAULT_RECIPE: &str = "baseline";
+
 /// Recipe settings that can be overridden on the command line.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Overrides {
     /// Epochs.
     #[arg(long)]
@@ -155,7 +158,7 @@ impl Overrides {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A shipped recipe (`baseline`, `efficient`, `tricks`) or a TOML file.
-    #[arg(long, default_value = "baseline")]
+    #[arg(long, default_value = DEFAULT_RECIPE)]
     pub recipe: String,
     /// Architecture, as listed by `tricks models`.
     #[arg(long, required_unless_present = "resume")]
@@ -194,8 +197,27 @@ pub fn run(args: Args) -> Result<()> {
             if args.init.is_some() {
                 bail!("--init applies to new runs; a resumed run continues from its checkpoint");
             }
+            if args.overrides != Overrides::default() || args.recipe != DEFAULT_RECIPE {
+                bail!(
+                    "--resume continues a run with the recipe it was started with ({}); recipe flags apply to new runs only",
+                    dir.join("recipe.toml").display()
+                );
+            }
             let t = Trainer::resume(dir, &device)?;
-            println!("resuming {} after epoch {}", dir.display(), t.epochs_done());
+            if t.restarted() {
+                println!(
+                    "{} has no checkpoint yet (stopped in its first epoch): starting it again from epoch 1",
+                    dir.display()
+                );
+            } else if t.epochs_done() >= t.total_epochs() {
+                println!(
+                    "{} already finished its {} epochs: nothing to do",
+                    dir.display(),
+                    t.total_epochs()
+                );
+            } else {
+                println!("resuming {} after epoch {}", dir.display(), t.epochs_done());
+            }
             t
         }
         None => {

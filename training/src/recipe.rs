@@ -33,6 +33,15 @@ pub enum Precision {
     Bf16,
 }
 
+/// Largest epoch count, batch and accumulation a recipe may ask for (a typo guard: a count
+/// past it is an error, not a run that never ends).
+pub const MAX_COUNT: usize = 1 << 20;
+/// Most loader threads.
+pub const MAX_WORKERS: usize = 256;
+/// Most bytes one batch of input images may take (f32): what bounds the memory a setting
+/// can make the loader allocate.
+pub const MAX_BATCH_BYTES: u64 = 4 << 30;
+
 /// Every setting of a training run. Missing fields take the paper's baseline values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -156,28 +165,83 @@ impl Recipe {
         toml::to_string(self).expect("a recipe always serialises")
     }
 
-    /// Checks that the settings make sense together.
+    /// Checks every setting against its domain, and the settings against each other: the
+    /// one place a recipe is validated, whether it came from a file, a shipped name or
+    /// command-line flags. The error names the field, its value and its domain.
     pub fn validate(&self) -> Result<(), String> {
-        if self.epochs == 0 || self.batch_size == 0 || self.accumulate == 0 {
-            return Err("epochs, batch_size and accumulate must be at least 1".into());
+        let bad = |field: &str, value: &dyn std::fmt::Display, domain: &str| {
+            Err(format!("recipe: `{field}` = {value}: must be {domain}"))
+        };
+        let real = |field: &str, v: f64, ok: bool, domain: &str| -> Result<(), String> {
+            if v.is_finite() && ok {
+                Ok(())
+            } else {
+                bad(field, &v, domain)
+            }
+        };
+        for (field, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("accumulate", self.accumulate),
+        ] {
+            if !(1..=MAX_COUNT).contains(&v) {
+                return bad(field, &v, &format!("an integer in 1..={MAX_COUNT}"));
+            }
         }
-        if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(format!(
-                "label_smoothing must be in [0, 1), not {}",
-                self.label_smoothing
-            ));
+        if let Some(lr) = self.lr {
+            real("lr", lr, lr > 0.0, "a finite number > 0")?;
         }
-        if self.mixup_alpha < 0.0 || self.distill_temperature <= 0.0 {
-            return Err("mixup_alpha must be ≥ 0 and distill_temperature > 0".into());
+        if self.lr_step_epochs.windows(2).any(|w| w[0] >= w[1])
+            || self.lr_step_epochs.first() == Some(&0)
+        {
+            return bad(
+                "lr_step_epochs",
+                &format!("{:?}", self.lr_step_epochs),
+                "strictly increasing epochs ≥ 1",
+            );
         }
-        if self.warmup_epochs < 0.0 || self.warmup_epochs > self.epochs as f64 {
-            return Err(format!(
-                "warmup_epochs must be in [0, epochs], not {}",
-                self.warmup_epochs
-            ));
-        }
+        let f = self.lr_step_factor;
+        real("lr_step_factor", f, f > 0.0 && f <= 1.0, "in (0, 1]")?;
+        let w = self.warmup_epochs;
+        real(
+            "warmup_epochs",
+            w,
+            (0.0..=self.epochs as f64).contains(&w),
+            &format!("in [0, epochs = {}]", self.epochs),
+        )?;
+        let m = self.momentum;
+        real("momentum", m, (0.0..1.0).contains(&m), "in [0, 1)")?;
+        let wd = self.weight_decay;
+        real("weight_decay", wd, wd >= 0.0, "a finite number ≥ 0")?;
+        let ls = self.label_smoothing;
+        real("label_smoothing", ls, (0.0..1.0).contains(&ls), "in [0, 1)")?;
+        let a = self.mixup_alpha;
+        real("mixup_alpha", a, a >= 0.0, "a finite number ≥ 0 (0: off)")?;
+        let t = self.distill_temperature;
+        real("distill_temperature", t, t > 0.0, "a finite number > 0")?;
         if self.mixup_alpha > 0.0 && self.batch_size < 2 {
-            return Err("mixup pairs images within a batch: batch_size must be at least 2".into());
+            return Err(
+                "recipe: mixup pairs images within a batch: `batch_size` must be at least 2".into(),
+            );
+        }
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return bad("workers", &self.workers, &format!("in 1..={MAX_WORKERS}"));
+        }
+        if let Some(t) = &self.teacher_model {
+            zoo::models::ModelSpec::find(t)
+                .map_err(|e| format!("recipe: `teacher_model` = {t}: {e}"))?;
+        }
+        self.augment.validate()?;
+        let bytes = self.batch_size as u128 * 3 * (self.augment.size as u128).pow(2) * 4;
+        if bytes > MAX_BATCH_BYTES as u128 {
+            return Err(format!(
+                "recipe: a batch of {} images of {}x{} is {:.1} GiB of input alone (at most {} GiB): lower `batch_size` or `augment.size`",
+                self.batch_size,
+                self.augment.size,
+                self.augment.size,
+                bytes as f64 / (1u64 << 30) as f64,
+                MAX_BATCH_BYTES >> 30
+            ));
         }
         Ok(())
     }
@@ -238,6 +302,82 @@ impl Recipe {
 mod tests {
     use super::*;
 
+    /// Every field out of its domain is refused, the error naming the field and the value
+    /// (the flags of `tricks train` and a recipe file both end up here).
+    #[test]
+    fn every_field_out_of_its_domain_is_refused_by_name() {
+        type Edit = fn(&mut Recipe);
+        let cases: Vec<(&str, Edit)> = vec![
+            ("epochs", |r| r.epochs = 0),
+            ("batch_size", |r| r.batch_size = 0),
+            ("batch_size", |r| r.batch_size = usize::MAX),
+            ("accumulate", |r| r.accumulate = 0),
+            ("lr", |r| r.lr = Some(-1.0)),
+            ("lr", |r| r.lr = Some(f64::NAN)),
+            ("lr", |r| r.lr = Some(f64::INFINITY)),
+            ("lr_step_epochs", |r| r.lr_step_epochs = vec![5, 2]),
+            ("lr_step_epochs", |r| r.lr_step_epochs = vec![0, 2]),
+            ("lr_step_factor", |r| r.lr_step_factor = -5.0),
+            ("lr_step_factor", |r| r.lr_step_factor = f64::NAN),
+            ("warmup_epochs", |r| r.warmup_epochs = f64::NAN),
+            ("warmup_epochs", |r| r.warmup_epochs = -1.0),
+            ("warmup_epochs", |r| r.warmup_epochs = 1e9),
+            ("momentum", |r| r.momentum = 2.0),
+            ("momentum", |r| r.momentum = f64::NAN),
+            ("weight_decay", |r| r.weight_decay = -1.0),
+            ("weight_decay", |r| r.weight_decay = f64::NAN),
+            ("label_smoothing", |r| r.label_smoothing = 1.0),
+            ("label_smoothing", |r| r.label_smoothing = -0.1),
+            ("label_smoothing", |r| r.label_smoothing = f64::NAN),
+            ("mixup_alpha", |r| r.mixup_alpha = f64::NAN),
+            ("mixup_alpha", |r| r.mixup_alpha = -1.0),
+            ("distill_temperature", |r| r.distill_temperature = 0.0),
+            ("workers", |r| r.workers = 0),
+            ("teacher_model", |r| {
+                r.teacher_model = Some("resnet51".into())
+            }),
+            ("augment.size", |r| r.augment.size = 0),
+            ("augment.size", |r| r.augment.size = 100_000),
+            ("augment.crop_area", |r| r.augment.crop_area.0 = 2.0),
+            ("augment.crop_area", |r| r.augment.crop_area.0 = f64::NAN),
+            ("augment.crop_area", |r| r.augment.crop_area.0 = 0.0),
+            ("augment.crop_ratio", |r| r.augment.crop_ratio = (2.0, 1.0)),
+            ("augment.flip_prob", |r| r.augment.flip_prob = 2.0),
+            ("augment.flip_prob", |r| r.augment.flip_prob = f64::NAN),
+            ("augment.jitter", |r| r.augment.jitter = -1.0),
+            ("augment.jitter", |r| r.augment.jitter = f64::NAN),
+            ("augment.lighting_std", |r| r.augment.lighting_std = -1.0),
+            ("augment.lighting_std", |r| {
+                r.augment.lighting_std = f64::NAN
+            }),
+            ("augment.crop_fraction", |r| r.augment.crop_fraction = 0.0),
+        ];
+        for (field, edit) in cases {
+            let mut r = Recipe {
+                epochs: 10,
+                ..Recipe::default()
+            };
+            edit(&mut r);
+            let err = r.validate().expect_err(field);
+            assert!(err.contains(&format!("`{field}`")), "{field}: {err}");
+        }
+        // A batch whose input alone would take more than MAX_BATCH_BYTES.
+        let mut r = Recipe::default();
+        r.augment.size = 4096;
+        let err = r.validate().unwrap_err();
+        assert!(err.contains("GiB of input alone"), "{err}");
+        // The shipped recipes pass.
+        for name in ["baseline", "efficient", "tricks"] {
+            Recipe::load(name).unwrap().validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_recipe_file_with_nan_is_refused_before_anything_is_written() {
+        let err = Recipe::parse("weight_decay = nan\n", "bad.toml").unwrap_err();
+        assert!(err.to_string().contains("`weight_decay` = NaN"), "{err}");
+    }
+
     #[test]
     fn shipped_recipes_name_their_tricks() {
         assert!(Recipe::load("baseline").unwrap().tricks().is_empty());
@@ -288,7 +428,7 @@ mod tests {
     #[test]
     fn bad_recipes_are_rejected_with_the_reason() {
         let err = Recipe::parse("epochs = 0", "x").unwrap_err().to_string();
-        assert!(err.contains("at least 1"), "{err}");
+        assert!(err.contains("`epochs` = 0"), "{err}");
         let err = Recipe::parse("label_smoothing = 1.5", "x")
             .unwrap_err()
             .to_string();

@@ -253,6 +253,11 @@ impl Trainer {
         &self.run
     }
 
+    /// Epochs the recipe asks for.
+    pub fn total_epochs(&self) -> usize {
+        self.spec.recipe.epochs
+    }
+
     /// Epochs already completed (non-zero after a resume).
     pub fn epochs_done(&self) -> usize {
         self.epochs_done
@@ -306,7 +311,7 @@ impl Trainer {
         let updates_per_epoch = self.schedule.iters_per_epoch;
         let (mut loss_sum, mut images, mut skipped, mut lr) = (0.0, 0usize, 0usize, 0.0);
         let mut pending: Vec<Option<Tensor>> = Vec::new();
-        for (b, batch) in self.train.epoch(epoch, 0).into_iter().enumerate() {
+        for (b, batch) in self.train.epoch(epoch, 0).enumerate() {
             let batch = batch?;
             let micro = b % r.accumulate;
             let update =

@@ -39,6 +39,12 @@ pub enum ZooError {
         model: String,
         example: String,
     },
+    #[error("{path}: tensor `{name}` {reason}")]
+    BadTensor {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
     #[error("Hugging Face Hub: {0}")]
     Hub(String),
     #[error("{path}: {reason}")]

@@ -461,10 +461,14 @@ impl Linear {
     }
 }
 
-/// `x: (N, in_chans, H, W)` with H and W at least `min_size`, or a clear error naming
-/// `model` (as in "too small for a ResNet").
+/// `x: (N, in_chans, H, W)` with N ≥ 1 and H and W at least `min_size`, or a clear error
+/// naming `model` (as in "too small for a ResNet"). An empty batch is an error for every
+/// network alike.
 pub(crate) fn check_input(x: &Tensor, in_chans: usize, min_size: usize, model: &str) -> Result<()> {
-    let (_, c, h, w) = x.dims4()?;
+    let (n, c, h, w) = x.dims4()?;
+    if n == 0 {
+        candle_core::bail!("the input holds no images (a batch of 0): {model} needs at least one");
+    }
     if c != in_chans {
         candle_core::bail!("expected {in_chans} input channels, got {c}");
     }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
 use crate::{Result, ZooError};
@@ -75,6 +75,11 @@ pub fn load_tensors(
                 expected: var.dims().to_vec(),
             });
         }
+        check_values(&tensor, name, var.dtype()).map_err(|reason| ZooError::BadTensor {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            reason,
+        })?;
         var.set(&tensor.to_dtype(var.dtype())?.to_device(var.device())?)?;
     }
     if let Some(example) = tensors.keys().min() {
@@ -84,6 +89,37 @@ pub fn load_tensors(
             count: tensors.len(),
             example: example.clone(),
         });
+    }
+    Ok(())
+}
+
+/// Refuses what no trained network holds, before it reaches a model: integer tensors
+/// where the model has floats (a cast would hide a wrong file), values that are not finite,
+/// and negative batch-norm variances (`√(var + ε)` of them is NaN).
+fn check_values(tensor: &Tensor, name: &str, want: DType) -> std::result::Result<(), String> {
+    if want.is_float() && !tensor.dtype().is_float() {
+        return Err(format!(
+            "is stored as {:?}; the model needs floating point values",
+            tensor.dtype()
+        ));
+    }
+    if !tensor.dtype().is_float() {
+        return Ok(());
+    }
+    let values = tensor
+        .flatten_all()
+        .and_then(|t| t.to_dtype(DType::F32))
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(format!("holds a non-finite value ({v} at flat index {i})"));
+    }
+    if name.ends_with("running_var") {
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| **v < 0.0) {
+            return Err(format!(
+                "holds a negative variance ({v} at channel {i}): not batch-norm statistics"
+            ));
+        }
     }
     Ok(())
 }
@@ -172,6 +208,59 @@ pub fn save_weights(vars: &VarMap, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NaN or infinite values, negative variances and integer weights are refused when
+    /// loading, with the tensor's name.
+    #[test]
+    fn impossible_values_are_refused_by_tensor_name() {
+        use crate::models::{create_model, ModelSpec};
+        let spec = ModelSpec::find("resnet10d_tiny")
+            .unwrap()
+            .with_num_classes(3);
+        let model = create_model(&spec, &Device::Cpu, 0).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let good: HashMap<String, Tensor> = model
+            .vars
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
+            .collect();
+        type Edit = fn(&Tensor) -> Tensor;
+        let cases: [(&str, Edit, &str); 4] = [
+            ("fc.weight", |t| (t * f64::NAN).unwrap(), "non-finite"),
+            (
+                "conv1.0.weight",
+                |t| (t + f64::INFINITY).unwrap(),
+                "non-finite",
+            ),
+            (
+                "bn1.running_var",
+                |t| (t - 2.0).unwrap(),
+                "negative variance",
+            ),
+            (
+                "fc.weight",
+                |t| t.to_dtype(DType::I64).unwrap(),
+                "stored as I64",
+            ),
+        ];
+        for (name, edit, expected) in cases {
+            let mut tensors = good.clone();
+            let t = edit(&tensors[name]);
+            tensors.insert(name.to_string(), t);
+            let path = dir.path().join("bad.safetensors");
+            save_tensors(&tensors, &path).unwrap();
+            let err = load_weights(&model.vars, &path, "resnet10d_tiny")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(name) && err.contains(expected),
+                "{name}: {err}"
+            );
+        }
+    }
     use crate::models::{create_model, ModelSpec};
     use crate::resnet::{ResNet, ResNetConfig, ResNetVariant};
     use candle_core::DType;

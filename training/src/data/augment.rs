@@ -214,7 +214,56 @@ pub fn train_transform<R: Rng>(rng: &mut R, img: &Image, cfg: &AugmentConfig) ->
     normalize(&img)
 }
 
+/// The largest training and validation crop side.
+pub const MAX_SIZE: usize = 4096;
+
 impl AugmentConfig {
+    /// Checks every field against its domain (the error names the field, its value and
+    /// the domain); [`crate::recipe::Recipe::validate`] calls it.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |field: &str, value: String, domain: &str| {
+            Err(format!(
+                "recipe: `augment.{field}` = {value}: must be {domain}"
+            ))
+        };
+        if !(1..=MAX_SIZE).contains(&self.size) {
+            return bad("size", self.size.to_string(), &format!("in 1..={MAX_SIZE}"));
+        }
+        let (lo, hi) = self.crop_area;
+        if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return bad("crop_area", format!("({lo}, {hi})"), "0 < min ≤ max ≤ 1");
+        }
+        let (lo, hi) = self.crop_ratio;
+        if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi) {
+            return bad("crop_ratio", format!("({lo}, {hi})"), "0 < min ≤ max");
+        }
+        let p = self.flip_prob;
+        if !(0.0..=1.0).contains(&p) {
+            return bad("flip_prob", p.to_string(), "a probability in [0, 1]");
+        }
+        let j = self.jitter;
+        if !(0.0..=1.0).contains(&j) {
+            return bad(
+                "jitter",
+                j.to_string(),
+                "in [0, 1] (coefficients 1 ± jitter)",
+            );
+        }
+        let l = self.lighting_std;
+        if !(l.is_finite() && l >= 0.0) {
+            return bad(
+                "lighting_std",
+                l.to_string(),
+                "a finite number ≥ 0 (0: off)",
+            );
+        }
+        let c = self.crop_fraction;
+        if !(c.is_finite() && c > 0.0 && c <= 1.0) {
+            return bad("crop_fraction", c.to_string(), "in (0, 1]");
+        }
+        Ok(())
+    }
+
     /// The preprocessing of [`val_transform`] as a `pretrained_cfg` states it (what an
     /// exported model's `config.json` and registry entry say), so the two cannot drift.
     pub fn input_config(&self) -> zoo::registry::InputConfig {

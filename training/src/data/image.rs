@@ -27,20 +27,12 @@ impl Image {
         }
     }
 
-    /// Decodes a JPEG or PNG file; any failure (unreadable, truncated, not an image) is an
-    /// error naming the file.
+    /// Decodes a JPEG or PNG file ([`super::decode::decode_rgb8`] with the default
+    /// limits); any failure (unreadable, truncated, not an image, too costly) is an error
+    /// naming the file.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let img = ::image::ImageReader::open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .with_guessed_format()
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .decode()
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .into_rgb8();
+        let img = super::decode::decode_rgb8(path, &super::decode::DecodeLimits::default())?;
         let (width, height) = (img.width() as usize, img.height() as usize);
-        if width == 0 || height == 0 {
-            return Err(format!("{}: empty image", path.display()));
-        }
         let data = img.into_raw().into_iter().map(f32::from).collect();
         Ok(Self {
             width,

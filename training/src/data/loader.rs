@@ -120,8 +120,9 @@ impl Loader {
     }
 
     /// The batches of `epoch`, produced ahead on the workers, starting at batch `first`
-    /// (to resume inside an epoch).
-    pub fn epoch(&self, epoch: usize, first: usize) -> Receiver<Result<Batch, TrainingError>> {
+    /// (to resume inside an epoch). A worker that fails (an error, or a panic) ends the
+    /// epoch with that error; an epoch never ends early without one.
+    pub fn epoch(&self, epoch: usize, first: usize) -> EpochBatches {
         let (tx, rx) = sync_channel(self.cfg.prefetch.max(1));
         let order = self.order(epoch);
         let (samples, cfg, pool, skips) = (
@@ -135,15 +136,65 @@ impl Loader {
             for b in first..batches {
                 let positions: Vec<usize> =
                     (b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())).collect();
-                let batch =
-                    pool.install(|| make_batch(&samples, &order, &positions, &cfg, epoch, &skips));
+                let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pool.install(|| make_batch(&samples, &order, &positions, &cfg, epoch, &skips))
+                }));
+                let batch = made.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("no message");
+                    Err(TrainingError::Config(format!(
+                        "a loader worker failed on batch {b} of epoch {}: {what}",
+                        epoch + 1
+                    )))
+                });
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return; // The trainer stopped listening, or the epoch ended in an error.
                 }
             }
         });
-        rx
+        EpochBatches {
+            rx,
+            expected: batches.saturating_sub(first),
+            received: 0,
+            done: false,
+        }
+    }
+}
+
+/// The batches of one epoch ([`Loader::epoch`]): exactly as many as the epoch has, or an
+/// error where the loader failed.
+pub struct EpochBatches {
+    rx: Receiver<Result<Batch, TrainingError>>,
+    expected: usize,
+    received: usize,
+    done: bool,
+}
+
+impl Iterator for EpochBatches {
+    type Item = Result<Batch, TrainingError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.received == self.expected {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(batch) => {
+                self.received += 1;
+                self.done = batch.is_err();
+                Some(batch)
+            }
+            Err(_) => {
+                self.done = true;
+                Some(Err(TrainingError::Config(format!(
+                    "the data loader stopped after {} of {} batches",
+                    self.received, self.expected
+                ))))
+            }
+        }
     }
 }
 
@@ -233,12 +284,25 @@ mod tests {
     fn collect(loader: &Loader, epoch: usize) -> Vec<(Vec<f32>, Vec<u32>)> {
         loader
             .epoch(epoch, 0)
-            .into_iter()
             .map(|b| {
                 let b = b.unwrap();
                 (b.images.flatten_all().unwrap().to_vec1().unwrap(), b.labels)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_worker_that_panics_ends_the_epoch_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(2);
+        // Not a probability: the flip's coin panics inside a worker (validation refuses
+        // it before a run; the loader must not hide it either way).
+        c.augment.flip_prob = 2.0;
+        let loader = Loader::new(dataset(dir.path(), 8), c).unwrap();
+        let results: Vec<_> = loader.epoch(0, 0).collect();
+        assert_eq!(results.len(), 1, "the epoch stops at the failure");
+        let err = results[0].as_ref().unwrap_err().to_string();
+        assert!(err.contains("loader worker failed on batch 0"), "{err}");
     }
 
     #[test]
@@ -256,11 +320,7 @@ mod tests {
             "a new epoch reshuffles and re-augments"
         );
         // Resuming at batch 1 gives the same batch 1.
-        let resumed: Vec<_> = three
-            .epoch(0, 1)
-            .into_iter()
-            .map(|b| b.unwrap().labels)
-            .collect();
+        let resumed: Vec<_> = three.epoch(0, 1).map(|b| b.unwrap().labels).collect();
         assert_eq!(resumed, [a[1].1.clone()]);
     }
 
@@ -288,7 +348,7 @@ mod tests {
             },
         )
         .unwrap();
-        let err = strict.epoch(0, 0).recv().unwrap().unwrap_err().to_string();
+        let err = strict.epoch(0, 0).next().unwrap().unwrap_err().to_string();
         assert!(err.contains("2.png"), "{err}");
 
         samples[0].path = dir.path().join("gone.png");

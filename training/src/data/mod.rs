@@ -3,6 +3,7 @@
 //! without downloading anything.
 
 pub mod augment;
+pub mod decode;
 pub mod folder;
 pub mod image;
 pub mod loader;
@@ -11,4 +12,4 @@ pub mod synth;
 
 pub use self::image::Image;
 pub use folder::{ImageFolder, Sample};
-pub use loader::{Batch, Loader, LoaderConfig, SkipReport};
+pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, SkipReport};

@@ -10,16 +10,8 @@ use zoo::registry::{InputConfig, Interpolation};
 
 /// The network input `(3, H, W)`, channels first, for the image file at `path`.
 pub fn preprocess(path: &Path, cfg: &InputConfig) -> Result<Vec<f32>, String> {
-    let img = ::image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .decode()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .into_rgb8();
+    let img = super::decode::decode_rgb8(path, &super::decode::DecodeLimits::default())?;
     let (w, h) = (img.width() as usize, img.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(format!("{}: empty image", path.display()));
-    }
     let [_, crop_h, crop_w] = cfg.size;
     // torchvision's Resize(int): the short side becomes `scale`, the long side
     // int(scale · long / short).

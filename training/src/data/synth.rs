@@ -186,8 +186,12 @@ pub fn render<R: Rng>(rng: &mut R, class: usize, classes: usize, size: usize) ->
     img
 }
 
+/// The largest image side the generator writes.
+pub const MAX_SYNTH_SIZE: usize = 1024;
+
 /// Writes the dataset under `root` (`train/<shape>/NNNNN.png`, `val/<shape>/…`) and returns
-/// the number of images written.
+/// the number of images written. A `root` that already holds a dataset is refused, never
+/// overwritten.
 pub fn generate(root: &Path, cfg: &SynthConfig) -> Result<usize, TrainingError> {
     if cfg.classes < 2 || cfg.classes > SHAPES.len() {
         return Err(TrainingError::Config(format!(
@@ -196,11 +200,21 @@ pub fn generate(root: &Path, cfg: &SynthConfig) -> Result<usize, TrainingError> 
             cfg.classes
         )));
     }
-    if cfg.size < 16 {
+    if !(16..=MAX_SYNTH_SIZE).contains(&cfg.size) {
         return Err(TrainingError::Config(format!(
-            "image size must be at least 16, not {}",
+            "image size must be in 16..={MAX_SYNTH_SIZE}, not {}",
             cfg.size
         )));
+    }
+    for split in ["train", "val"] {
+        let dir = root.join(split);
+        let occupied = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+        if occupied {
+            return Err(TrainingError::data(
+                root,
+                format!("already holds a dataset ({split}/ is not empty): choose another --out or remove it first"),
+            ));
+        }
     }
     let mut jobs = Vec::new();
     for (split_id, (split, count)) in [("train", cfg.train_per_class), ("val", cfg.val_per_class)]
