@@ -102,15 +102,55 @@ fn metrics_lines(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("metrics.jsonl")).map_or(0, |t| t.lines().count())
 }
 
+/// Every tensor of the safetensors file `a` equals `b`'s, bit for bit.
+fn assert_same_bits(a: &Path, b: &Path) {
+    let (a_t, b_t) = (weights(a), weights(b));
+    assert_eq!(
+        a_t.keys().collect::<std::collections::BTreeSet<_>>(),
+        b_t.keys().collect::<std::collections::BTreeSet<_>>(),
+        "{} and {} hold different tensors",
+        a.display(),
+        b.display()
+    );
+    let bits = |t: &Tensor| -> Vec<u64> {
+        t.flatten_all()
+            .unwrap()
+            .to_dtype(candle_core::DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .into_iter()
+            .map(f64::to_bits)
+            .collect()
+    };
+    for (name, t) in &a_t {
+        assert!(
+            bits(t) == bits(&b_t[name]),
+            "{name} differs: {}",
+            b.display()
+        );
+    }
+}
+
+/// Temporary files (`.NAME.tmp-PID`) left in `dir`.
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect()
+}
+
 #[test]
-fn a_run_killed_mid_epoch_resumes_to_the_same_weights() {
+fn a_run_killed_at_many_points_resumes_to_the_same_bits() {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
     // The `tricks` recipe exercises warmup, cosine decay, mixup, label smoothing, zero-γ and
-    // gradient accumulation: all of their state must survive the restart.
+    // gradient accumulation: all of their state must survive the restarts.
     let extra = [
         "--epochs",
-        "3",
+        "8",
         "--accumulate",
         "2",
         "--warmup-epochs",
@@ -125,51 +165,179 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_weights() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut child = train("tricks", &killed, &extra)
+    // SIGKILL at spread-out points: each attempt (the new run, then `--resume`) is killed
+    // once it has finished an epoch of its own, after a delay that differs from attempt to
+    // attempt, so the kills land at different points of different epochs: right after an
+    // epoch's metrics line (between it and the checkpoint, or inside the writes), early in
+    // the next epoch, in its middle.
+    let delays_ms = [0u64, 40, 90, 10, 140, 60, 0, 120];
+    let mut kills = 0;
+    for (attempt, delay) in delays_ms.iter().enumerate() {
+        let before = metrics_lines(&killed);
+        if before >= 7 {
+            break;
+        }
+        // A run killed before it wrote run.json has to start anew.
+        let mut cmd = if !killed.join("run.json").exists() {
+            train("tricks", &killed, &extra)
+        } else {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_tricks"));
+            c.args(["train", "--resume", s(&killed)]);
+            c
+        };
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while metrics_lines(&killed) <= before && child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "attempt {attempt} made no progress"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(*delay));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 5, "only {kills} attempts were killed");
+
+    let out = tricks(&["train", "--resume", s(&killed)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(metrics_lines(&killed), 8);
+    assert_same_bits(
+        &whole.join("model.safetensors"),
+        &killed.join("model.safetensors"),
+    );
+    assert_same_bits(
+        &whole.join("checkpoint.safetensors"),
+        &killed.join("checkpoint.safetensors"),
+    );
+    assert_eq!(temporaries(&killed), Vec::<String>::new());
+    // The finished run's files agree with each other: run.json reads back, and resuming a
+    // finished run does nothing.
+    let again = ok(&["train", "--resume", s(&killed)]);
+    assert!(again.contains("already finished"), "{again}");
+    assert_same_bits(
+        &whole.join("model.safetensors"),
+        &killed.join("model.safetensors"),
+    );
+}
+
+#[test]
+fn a_second_run_into_the_same_directory_is_refused_while_the_first_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    let mut first = train("baseline", &out_dir, &["--epochs", "3"])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while metrics_lines(&killed) < 1 {
+    while !out_dir.join("run.json").exists() {
         assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "first epoch never finished"
+            start.elapsed() < Duration::from_secs(60),
+            "the first run never started"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
-    // Into the second epoch, then SIGKILL.
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        metrics_lines(&killed) < 3,
-        "the run finished before it could be killed"
-    );
+    let second = tricks(&["train", "--resume", s(&out_dir)]);
+    let still_running = first.try_wait().unwrap().is_none();
+    first.kill().ok();
+    first.wait().unwrap();
+    if still_running {
+        assert!(!second.status.success());
+        let err = String::from_utf8_lossy(&second.stderr);
+        assert!(err.contains("another run is using this directory"), "{err}");
+    }
+}
 
-    ok(&["train", "--resume", s(&killed)]);
-    assert_eq!(metrics_lines(&killed), 3);
-    let (a, b) = (
-        weights(&whole.join("model.safetensors")),
-        weights(&killed.join("model.safetensors")),
+#[test]
+fn resume_refuses_recipe_flags_and_says_when_it_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = tricks(&["train", "--resume", s(&dir), "--epochs", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("recipe flags apply to new runs"),
+        "{err}"
     );
-    assert_eq!(a.len(), b.len());
-    for (name, t) in &a {
-        let u = &b[name];
-        let same = t
-            .flatten_all()
-            .unwrap()
-            .to_dtype(candle_core::DType::F64)
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap()
-            == u.flatten_all()
-                .unwrap()
-                .to_dtype(candle_core::DType::F64)
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
-        assert!(same, "{name} differs after resume");
+    let out = tricks(&["train", "--resume", s(&dir)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no run to resume"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, value, field) in [
+        ("--flip-prob", "2", "augment.flip_prob"),
+        ("--crop-area-min", "2", "augment.crop_area"),
+        ("--crop-area-min", "nan", "augment.crop_area"),
+        ("--lighting-std", "nan", "augment.lighting_std"),
+        ("--weight-decay", "nan", "weight_decay"),
+        ("--lr", "-1", "lr"),
+        ("--momentum", "2", "momentum"),
+        ("--lr-step-factor", "-5", "lr_step_factor"),
+        ("--lr-step-epochs", "5,2", "lr_step_epochs"),
+        ("--label-smoothing", "1", "label_smoothing"),
+        ("--accumulate", "0", "accumulate"),
+        ("--epochs", "0", "epochs"),
+    ] {
+        let dir = tmp
+            .path()
+            .join(format!("run{}", flag.trim_start_matches('-')));
+        let out = train("baseline", &dir, &[&format!("{flag}={value}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(err.contains(&format!("`{field}`")), "{flag} {value}: {err}");
+        assert!(!dir.join("run.json").exists(), "{flag} {value} wrote a run");
     }
+    // A crop of 100000 pixels a side: refused before the loader allocates anything.
+    let dir = tmp.path().join("huge");
+    let out = tricks(&[
+        "train",
+        "--model",
+        "resnet10d_tiny",
+        "--data",
+        s(dataset()),
+        "--out",
+        s(&dir),
+        "--size",
+        "100000",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("`augment.size`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn data_synth_refuses_to_overwrite_a_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(tmp.path(), 2, 2, 1, 0);
+    let out = tricks(&["data", "synth", "--out", s(tmp.path()), "--classes", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("already holds a dataset"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -31,7 +31,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let model = args.weights.load()?.model;
-    let classes = ImageFolder::class_names(&args.data)?;
+    // The classes: the training split's folders where there is one, else the validation
+    // split's (evaluation data alone).
+    let split = if args.data.join("train").is_dir() {
+        "train"
+    } else {
+        "val"
+    };
+    let classes = ImageFolder::class_names_of(&args.data, split)?;
     let val = ImageFolder::open(&args.data, "val", &classes)?;
     // The classifier's size from the model's spec (a probe forward pass would need an input
     // the network accepts: Inception-V3 refuses anything under 75×75).

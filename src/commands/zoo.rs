@@ -163,7 +163,14 @@ fn verify(args: &ZooArgs) -> Result<()> {
                 let repo = e.origin.hub.as_deref().unwrap_or_default();
                 let status =
                     match cache_only.download(repo, e.origin.revision(), &f.path, Some(sha)) {
-                        Ok(_) => "ok".to_string(),
+                        Ok(path) => match zoo::local::check_recorded(&path, f)? {
+                            FileCheck::Ok => "ok".to_string(),
+                            FileCheck::Missing => "not cached".to_string(),
+                            FileCheck::Mismatch(found) => {
+                                bad += 1;
+                                format!("MISMATCH: {found}")
+                            }
+                        },
                         Err(err) if err.to_string().contains("mismatch") => {
                             bad += 1;
                             format!("MISMATCH: {err}")

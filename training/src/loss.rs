@@ -12,8 +12,8 @@ pub fn smoothed_targets(
     eps: f64,
     device: &Device,
 ) -> Result<Tensor> {
-    if classes < 2 {
-        candle_core::bail!("label smoothing needs at least two classes, got {classes}");
+    if classes == 0 || (classes < 2 && eps > 0.0) {
+        candle_core::bail!("label smoothing (ε = {eps}) needs at least two classes, got {classes}");
     }
     let off = (eps / (classes - 1) as f64) as f32;
     let on = (1.0 - eps) as f32;

@@ -198,11 +198,18 @@ impl RunDir {
             .map_err(|e| TrainingError::data(&self.path(Self::SPEC), e))
     }
 
-    /// Writes `run.json`.
+    /// Writes `run.json`, refusing settings that would not read back as they are (JSON
+    /// writes NaN as `null`, which `--resume` could not parse).
     pub fn write_spec(&self, spec: &RunSpec) -> Result<(), TrainingError> {
         let text = serde_json::to_string_pretty(spec).map_err(|e| {
             TrainingError::Config(format!("the run's settings cannot be written: {e}"))
         })?;
+        let back: Result<RunSpec, _> = serde_json::from_str(&text);
+        if back.as_ref().ok() != Some(spec) {
+            return Err(TrainingError::Config(
+                "the run's settings would not read back as written (a NaN or infinite value?): nothing was written".into(),
+            ));
+        }
         self.write(Self::SPEC, text.as_bytes())
     }
 

@@ -167,6 +167,16 @@ impl Trainer {
         let classes = ImageFolder::class_names(&spec.data)?;
         let train_set = ImageFolder::open(&spec.data, "train", &classes)?;
         let val_set = ImageFolder::open(&spec.data, "val", &classes)?;
+        if classes.len() < 2 {
+            return Err(TrainingError::data(
+                &spec.data.join("train"),
+                format!(
+                    "holds {} class folder ({}): a classifier needs at least two",
+                    classes.len(),
+                    classes.join(", ")
+                ),
+            ));
+        }
         if train_set.samples.len() < r.batch_size {
             return Err(TrainingError::Config(format!(
                 "{} training images are fewer than one batch of {}",
@@ -211,7 +221,16 @@ impl Trainer {
                     .teacher_model
                     .clone()
                     .unwrap_or_else(|| spec.model.clone());
-                Some(zoo::models::load_pretrained_on(&arch, Path::new(path), device)?.frozen()?)
+                let teacher = zoo::models::load_pretrained_on(&arch, Path::new(path), device)?;
+                let teacher_classes = teacher.spec.num_classes();
+                if teacher_classes != classes.len() {
+                    return Err(TrainingError::Config(format!(
+                        "the distillation teacher {path} has {teacher_classes} classes, the data {} ({}): distillation needs the same classes",
+                        classes.len(),
+                        spec.data.display()
+                    )));
+                }
+                Some(teacher.frozen()?)
             }
             None => None,
         };

@@ -122,13 +122,13 @@ impl LocalZoo {
         Ok(entry)
     }
 
-    /// Checks every file of every entry against its sha256.
+    /// Checks every file of every entry against its recorded size and sha256.
     pub fn verify(&self) -> Result<Vec<(String, FileEntry, FileCheck)>> {
         let mut report = Vec::new();
         for entry in self.registry()?.models {
             for file in &entry.files {
                 let sha = file.sha256.as_deref().unwrap_or_default();
-                let check = check_file(&self.blob_path(sha), sha)?;
+                let check = check_recorded(&self.blob_path(sha), file)?;
                 report.push((entry.id(), file.clone(), check));
             }
         }
@@ -191,6 +191,26 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     }
     let digest = hasher.finalize();
     Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), size))
+}
+
+/// Compares the file at `path` with what the registry records of it: its size where
+/// recorded (a mismatch is reported as `"N bytes, the registry says M"`), then its sha256.
+pub fn check_recorded(path: &Path, file: &FileEntry) -> Result<FileCheck> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(FileCheck::Missing);
+    };
+    if let Some(size) = file.size {
+        if meta.len() != size {
+            return Ok(FileCheck::Mismatch(format!(
+                "{} bytes, the registry says {size}",
+                meta.len()
+            )));
+        }
+    }
+    match &file.sha256 {
+        Some(sha) => check_file(path, sha),
+        None => Ok(FileCheck::Ok),
+    }
 }
 
 /// Compares the file at `path` with `sha256`.
@@ -269,6 +289,22 @@ mod tests {
             .unwrap()
             .iter()
             .all(|(_, _, c)| *c == FileCheck::Ok));
+        // A recorded size that disagrees with the file, next to the right sha256.
+        let registry = fs::read_to_string(zoo.registry_path()).unwrap();
+        assert!(registry.contains("size = 7"), "{registry}");
+        fs::write(
+            zoo.registry_path(),
+            registry.replace("size = 7", "size = 123"),
+        )
+        .unwrap();
+        let report = zoo.verify().unwrap();
+        assert!(
+            report.iter().all(
+                |(_, _, c)| matches!(c, FileCheck::Mismatch(m) if m.contains("registry says 123"))
+            ),
+            "{report:?}"
+        );
+        fs::write(zoo.registry_path(), registry).unwrap();
         fs::write(zoo.blob_path(&sha), b"tampered").unwrap();
         assert!(zoo
             .verify()

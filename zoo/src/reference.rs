@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use crate::export::{read_timm_config, ExportMeta};
 use crate::hub::Hub;
-use crate::local::{check_file, FileCheck, LocalZoo};
+use crate::local::{check_recorded, FileCheck, LocalZoo};
 use crate::models::{load_pretrained, Model};
 use crate::registry::{Entry, EntryRef, FileRole, InputConfig, Registry};
 use crate::{Result, ZooError};
@@ -132,7 +132,7 @@ impl ZooContext {
             path: entry.id(),
             reason,
         };
-        match check_file(&path, sha)? {
+        match check_recorded(&path, file)? {
             FileCheck::Ok => Ok(path),
             FileCheck::Missing => Err(fail(format!(
                 "{} is missing from the zoo at {}",
@@ -140,7 +140,7 @@ impl ZooContext {
                 path.display()
             ))),
             FileCheck::Mismatch(found) => Err(fail(format!(
-                "{} has sha256 {found}, the registry says {sha}: the zoo file was altered",
+                "{} does not match the registry (found {found}; sha256 {sha}): the zoo file was altered",
                 file.path
             ))),
         }

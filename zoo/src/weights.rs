@@ -185,10 +185,13 @@ fn align_aux_classifier(vars: &VarMap, tensors: &mut HashMap<String, Tensor>) ->
 /// Writes `tensors` to `path` atomically: a temporary file in the same directory, flushed to
 /// disk, then renamed over `path`.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    crate::atomic::write_with(path, |tmp| {
-        candle_core::safetensors::save(tensors, tmp).map_err(std::io::Error::other)
-    })
-    .map_err(|source| ZooError::Io {
+    // Serialised in memory and written by `atomic`: the safetensors crate's own writer
+    // goes through a `.tmpXXXXXX` sibling of its own, which a killed run leaves behind.
+    let bytes = safetensors::serialize(tensors.iter(), None).map_err(|e| ZooError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    crate::atomic::write(path, &bytes).map_err(|source| ZooError::Io {
         path: path.to_path_buf(),
         source,
     })

@@ -42,14 +42,25 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, TrainingError> {
 impl ImageFolder {
     /// The class names of `root/train`: its sub-folders, sorted.
     pub fn class_names(root: &Path) -> Result<Vec<String>, TrainingError> {
-        let train = root.join("train");
-        let classes: Vec<String> = read_dir_sorted(&train)?
-            .into_iter()
-            .filter(|p| p.is_dir())
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect();
+        Self::class_names_of(root, "train")
+    }
+
+    /// The class names of `root/split`: its sub-folders, sorted. A folder name that is not
+    /// UTF-8 is an error naming it (a class name must survive `classes.json`).
+    pub fn class_names_of(root: &Path, split: &str) -> Result<Vec<String>, TrainingError> {
+        let dir = root.join(split);
+        let mut classes = Vec::new();
+        for p in read_dir_sorted(&dir)?.into_iter().filter(|p| p.is_dir()) {
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                return Err(TrainingError::data(
+                    &p,
+                    "class folder name is not valid UTF-8: rename it",
+                ));
+            };
+            classes.push(name.to_string());
+        }
         if classes.is_empty() {
-            return Err(TrainingError::data(&train, "no class folders"));
+            return Err(TrainingError::data(&dir, "no class folders"));
         }
         Ok(classes)
     }
@@ -60,11 +71,13 @@ impl ImageFolder {
     pub fn open(root: &Path, split: &str, classes: &[String]) -> Result<Self, TrainingError> {
         let dir = root.join(split);
         for found in read_dir_sorted(&dir)?.iter().filter(|p| p.is_dir()) {
-            let name = found
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if !classes.contains(&name) {
+            let Some(name) = found.file_name().and_then(|n| n.to_str()) else {
+                return Err(TrainingError::data(
+                    found,
+                    "class folder name is not valid UTF-8: rename it",
+                ));
+            };
+            if !classes.iter().any(|c| c == name) {
                 return Err(TrainingError::data(
                     found,
                     "class folder not in the training classes",
@@ -78,15 +91,21 @@ impl ImageFolder {
                 return Err(TrainingError::data(&class_dir, "missing class folder"));
             }
             let before = samples.len();
-            samples.extend(
-                read_dir_sorted(&class_dir)?
-                    .into_iter()
-                    .filter(|p| p.is_file() && is_image(p))
-                    .map(|path| Sample {
+            for path in read_dir_sorted(&class_dir)? {
+                if is_image(&path) && std::fs::metadata(&path).is_err() {
+                    // `is_file` is false for these, which would drop them without a word.
+                    return Err(TrainingError::data(
+                        &path,
+                        "a broken or looping symbolic link, not an image",
+                    ));
+                }
+                if path.is_file() && is_image(&path) {
+                    samples.push(Sample {
                         path,
                         label: label as u32,
-                    }),
-            );
+                    });
+                }
+            }
             if samples.len() == before {
                 return Err(TrainingError::data(
                     &class_dir,
@@ -104,6 +123,30 @@ impl ImageFolder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn broken_links_and_non_utf8_names_are_errors_naming_them() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        touch(&dir.path().join("train/a/1.png"));
+        touch(&dir.path().join("train/b/1.png"));
+        std::os::unix::fs::symlink("nowhere.png", dir.path().join("train/a/2.png")).unwrap();
+        let classes = ImageFolder::class_names(dir.path()).unwrap();
+        let err = ImageFolder::open(dir.path(), "train", &classes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("2.png") && err.contains("symbolic link"),
+            "{err}"
+        );
+        let bad = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        std::fs::create_dir_all(dir.path().join("train").join(bad)).unwrap();
+        let err = ImageFolder::class_names(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid UTF-8"), "{err}");
+    }
 
     fn touch(p: &Path) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
