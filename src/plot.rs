@@ -26,6 +26,17 @@ pub struct Figure<'a> {
     pub y_label: &'a str,
     /// The lines, in legend order.
     pub series: &'a [Series],
+    /// Where the legend sits (where the lines are not: lower right for rising curves).
+    pub legend: Corner,
+}
+
+/// A corner of the plot area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corner {
+    /// Top right.
+    UpperRight,
+    /// Bottom right.
+    LowerRight,
 }
 
 const WIDTH: u32 = 800;
@@ -135,7 +146,10 @@ fn render(fig: &Figure) -> Result<Vec<u8>, String> {
             .label_font((FONT, 16))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
+            .position(match fig.legend {
+                Corner::UpperRight => SeriesLabelPosition::UpperRight,
+                Corner::LowerRight => SeriesLabelPosition::LowerRight,
+            })
             .draw()
             .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
@@ -184,6 +198,7 @@ mod tests {
             x_label: "epoch",
             y_label: "top-1 (%)",
             series: &series,
+            legend: Corner::LowerRight,
         };
         let buf = render(&fig).unwrap();
         // Some pixels are dark (text, axes) and some coloured (the two lines).

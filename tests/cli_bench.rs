@@ -35,6 +35,10 @@ fn every_workload_reports_its_rate() {
     ];
     let out = stdout_of(&conv);
     assert!(out.contains("conv 3->5 3x3/2 at 9x9, batch 3") && out.contains(" ms"));
+    assert!(
+        out.contains("kernel: "),
+        "the planned kernel is printed: {out}"
+    );
     let out = stdout_of(&[&conv[..], &["--train"]].concat());
     assert!(out.contains("forward + both gradients"), "{out}");
 }
@@ -54,4 +58,28 @@ fn malformed_conv_shapes_are_clear_errors() {
             "{shape}: {err}"
         );
     }
+}
+
+#[test]
+fn zero_counts_are_errors_not_nonsense_rates() {
+    for args in [
+        &["bench", "--model", "resnet10d_tiny", "--iters", "0"][..],
+        &["schedule", "--iters-per-epoch", "0"][..],
+    ] {
+        let out = tricks(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains("must be at least 1"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn kernels_lists_every_convolution_with_its_kernel() {
+    let out = stdout_of(&["bench", "--model", "resnet50d", "--kernels"]);
+    assert!(out.contains("inference (frozen)"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("layer")).count(),
+        16 * 3 + 4
+    );
+    assert!(out.contains("conv1.0") && out.contains("gemm"), "{out}");
 }

@@ -351,6 +351,43 @@ fn publish_push_and_pull_back() {
     let again = publish("0.1.0");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already published"));
+    // A parent that exists in neither registry is refused, not recorded.
+    let orphan = home.run(
+        &server.endpoint,
+        &[],
+        &[
+            "zoo",
+            "publish",
+            weights,
+            "--name",
+            "resnet10d_tiny.orphan",
+            "--version",
+            "0.1.0",
+            "--parent",
+            "nothere@1.0.0",
+        ],
+    );
+    assert!(!orphan.status.success());
+    let err = String::from_utf8_lossy(&orphan.stderr);
+    assert!(
+        err.contains("nothere@1.0.0") && err.contains("neither registry"),
+        "{err}"
+    );
+    // A Hub repository id the Hub would refuse is refused before anything is sent.
+    let bad = home.run(
+        &server.endpoint,
+        &[],
+        &[
+            "zoo",
+            "push",
+            "resnet10d_tiny.mine@0.1.0",
+            "--repo",
+            "me/bad name",
+        ],
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("not a Hub repository id"), "{err}");
     let list = home.ok(&server.endpoint, &[], &["zoo", "list"]);
     assert!(
         list.lines()

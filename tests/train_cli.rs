@@ -237,7 +237,7 @@ fn a_run_killed_at_many_points_resumes_to_the_same_bits() {
 fn a_second_run_into_the_same_directory_is_refused_while_the_first_trains() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("run");
-    let mut first = train("baseline", &out_dir, &["--epochs", "3"])
+    let mut first = train("baseline", &out_dir, &["--epochs", "30"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

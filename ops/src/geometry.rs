@@ -135,28 +135,40 @@ impl ConvGeometry {
                 c_in_group * p.groups
             );
         }
-        let Some((oh, ow)) = p.output_size(h, w, kh, kw) else {
+        let Some(g) = Self::new(n, (c_in, c_out), (kh, kw), p, (h, w)) else {
             candle_core::bail!(
                 "conv2d: a {kh}x{kw} kernel (dilation {}, padding {:?}) does not fit a {h}x{w} input",
                 p.dilation,
                 p.pads()
             );
         };
+        Ok(g)
+    }
+
+    /// The geometry of a `kh × kw` convolution with `p` from `c_in` to `c_out` channels over
+    /// `n` images of `h × w`, or `None` where the kernel does not fit.
+    pub fn new(
+        n: usize,
+        (c_in, c_out): (usize, usize),
+        (kh, kw): (usize, usize),
+        p: Conv2dParams,
+        (h, w): (usize, usize),
+    ) -> Option<Self> {
+        let (oh, ow) = p.output_size(h, w, kh, kw)?;
         let (pad_h, pad_w) = p.pads();
-        let win = Window {
-            kh,
-            kw,
-            stride: p.stride,
-            pad_h,
-            pad_w,
-            dilation: p.dilation,
-            h,
-            w,
-            oh,
-            ow,
-        };
-        Ok(Self {
-            win,
+        Some(Self {
+            win: Window {
+                kh,
+                kw,
+                stride: p.stride,
+                pad_h,
+                pad_w,
+                dilation: p.dilation,
+                h,
+                w,
+                oh,
+                ow,
+            },
             n,
             c_in,
             c_out,

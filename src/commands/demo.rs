@@ -14,7 +14,7 @@ use training::run_dir::RunDir;
 use training::trainer::{EpochMetrics, RunSpec, Trainer};
 use zoo::init::WeightInit;
 
-use crate::plot::{line_plot, Figure, Series};
+use crate::plot::{line_plot, Corner, Figure, Series};
 use crate::progress::RunProgress;
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +164,7 @@ pub fn run(args: Args) -> Result<()> {
             x_label: "epoch",
             y_label: "learning rate",
             series: &lr,
+            legend: Corner::UpperRight,
         },
     )?;
     let top1: Vec<Series> = results
@@ -184,6 +185,7 @@ pub fn run(args: Args) -> Result<()> {
             x_label: "epoch",
             y_label: "top-1 accuracy (%)",
             series: &top1,
+            legend: Corner::LowerRight,
         },
     )?;
     let report = report(&results, start.elapsed().as_secs_f64(), args.quick);

@@ -14,7 +14,7 @@
 
 use candle_core::{DType, Tensor, TensorId};
 use ops::plan::{self, ConvKernel, ConvQuery, Layout, Target};
-use ops::{Activation, ConvGeometry, Pool2dParams, Window};
+use ops::{Activation, ConvGeometry, Pool2dParams};
 
 use crate::layers::{ConvBn, Linear};
 
@@ -455,26 +455,17 @@ impl Walker for KernelTable {
     ) -> candle_core::Result<(Shape3, Layout)> {
         let p = unit.conv.params();
         let (_, _, kh, kw) = unit.conv.weight().dims4()?;
-        let (oh, ow) = p.output_size(x.h, x.w, kh, kw).unwrap_or((0, 0));
-        let (pad_h, pad_w) = p.pads();
-        let geometry = ConvGeometry {
-            win: Window {
-                kh,
-                kw,
-                stride: p.stride,
-                pad_h,
-                pad_w,
-                dilation: p.dilation,
-                h: x.h,
-                w: x.w,
-                oh,
-                ow,
-            },
-            n: self.n,
-            c_in: x.c,
-            c_out: unit.conv.out_channels(),
-            groups: p.groups,
-        };
+        let channels = (x.c, unit.conv.out_channels());
+        let geometry =
+            ConvGeometry::new(self.n, channels, (kh, kw), p, (x.h, x.w)).ok_or_else(|| {
+                candle_core::Error::msg(format!(
+                    "{}: a {kh}x{kw} kernel does not fit a {}x{} input",
+                    unit.conv.name(),
+                    x.h,
+                    x.w
+                ))
+            })?;
+        let (oh, ow) = (geometry.win.oh, geometry.win.ow);
         let dtype = DType::F32;
         let layout = plan::conv_layout(dtype, self.target, self.needs_grad, true, x.c, *layout);
         let kernel = plan::conv(&ConvQuery {

@@ -29,7 +29,7 @@ use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::epilogue::Activation;
-use crate::geometry::{Conv2dParams, ConvGeometry, Window};
+use crate::geometry::{Conv2dParams, ConvGeometry};
 use crate::plan::{self, ConvKernel, ConvQuery, Layout, Target};
 use crate::storage::par_filled;
 
@@ -150,39 +150,6 @@ pub struct BlockedConv {
     winograd: Option<Vec<f32>>,
 }
 
-/// The geometry [`plan`] reads for a blocked convolution.
-#[allow(clippy::too_many_arguments)]
-fn geometry_of(
-    c_in: usize,
-    c_out: usize,
-    kh: usize,
-    kw: usize,
-    params: Conv2dParams,
-    (h, w): (usize, usize),
-    (oh, ow): (usize, usize),
-    n: usize,
-) -> ConvGeometry {
-    let (pad_h, pad_w) = params.pads();
-    ConvGeometry {
-        win: Window {
-            kh,
-            kw,
-            stride: params.stride,
-            pad_h,
-            pad_w,
-            dilation: params.dilation,
-            h,
-            w,
-            oh,
-            ow,
-        },
-        n,
-        c_in,
-        c_out,
-        groups: params.groups,
-    }
-}
-
 /// Output blocks a tile covers at most.
 const MAX_J: usize = 4;
 /// Input-channel blocks × taps in one chunk: the weight slab a group of tiles streams is
@@ -232,8 +199,9 @@ impl BlockedConv {
             }
             Ok(packed)
         })?;
-        let probe = geometry_of(c_in, c_out, kh, kw, params, (1, 1), (1, 1), 1);
-        let winograd = if plan::blocked_winograd_filters(&probe) {
+        // The filters' rule does not depend on the map: any size the kernel fits will do.
+        let probe = ConvGeometry::new(1, (c_in, c_out), (kh, kw), params, (kh.max(3), kw.max(3)));
+        let winograd = if probe.is_some_and(|g| plan::blocked_winograd_filters(&g)) {
             #[cfg(target_arch = "x86_64")]
             {
                 Some(with_f32(&weight, "BlockedConv", |w| {
@@ -267,20 +235,16 @@ impl BlockedConv {
 
     /// The kernel [`plan::conv`] picks for this convolution on a blocked `n × h × w` input.
     pub fn kernel(&self, n: usize, h: usize, w: usize) -> ConvKernel {
-        let (oh, ow) = self
-            .params
-            .output_size(h, w, self.kh, self.kw)
-            .unwrap_or((0, 0));
-        let geometry = geometry_of(
-            self.c_in,
-            self.c_out,
-            self.kh,
-            self.kw,
+        let fits = ConvGeometry::new(
+            n,
+            (self.c_in, self.c_out),
+            (self.kh, self.kw),
             self.params,
             (h, w),
-            (oh, ow),
-            n,
         );
+        let Some(geometry) = fits else {
+            return ConvKernel::BlockedDirect; // `forward` reports the misfit.
+        };
         plan::conv(&ConvQuery {
             geometry,
             dtype: DType::F32,
