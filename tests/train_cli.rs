@@ -697,3 +697,33 @@ fn mobilenet_and_inception_train_with_every_recipe() {
     let w = run("inception_v3", "baseline", "299", &["--aux-logits", "true"]);
     assert_eq!(w["AuxLogits.fc.weight"].dims(), [2, 768]);
 }
+
+#[test]
+fn image_limits_are_configurable_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |var: &str, value: &str, out: &str| {
+        train(
+            "baseline",
+            &tmp.path().join(out),
+            &["--epochs", "1", "--strict"],
+        )
+        .env(var, value)
+        .output()
+        .unwrap()
+    };
+    // A limit below the dataset's 40×40 images: the first one is refused, naming the file.
+    let out = run("TRICKS_MAX_IMAGE_PIXELS", "10", "small");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("1600 pixels, more than the 10") && err.contains(".png"),
+        "{err}"
+    );
+    // A value that is no limit at all is an error naming the variable.
+    let out = run("TRICKS_MAX_IMAGE_ASPECT", "none", "bad");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("TRICKS_MAX_IMAGE_ASPECT=none"),
+        "{err}"
+    );
+}

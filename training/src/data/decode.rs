@@ -33,6 +33,35 @@ impl Default for DecodeLimits {
     }
 }
 
+impl DecodeLimits {
+    /// The environment variables that override each default.
+    pub const ENV: [&'static str; 3] = [
+        "TRICKS_MAX_IMAGE_PIXELS",
+        "TRICKS_MAX_IMAGE_ASPECT",
+        "TRICKS_MAX_IMAGE_BYTES",
+    ];
+
+    /// The defaults, each overridden by its environment variable ([`Self::ENV`]) where set;
+    /// a value that is not a positive integer is an error naming the variable.
+    pub fn from_env() -> Result<Self, String> {
+        let mut limits = Self::default();
+        let fields = [
+            &mut limits.max_pixels,
+            &mut limits.max_aspect,
+            &mut limits.max_file_bytes,
+        ];
+        for (name, field) in Self::ENV.iter().zip(fields) {
+            if let Ok(text) = std::env::var(name) {
+                *field = match text.trim().parse::<u64>() {
+                    Ok(v) if v > 0 => v,
+                    _ => return Err(format!("{name}={text}: must be a positive integer")),
+                };
+            }
+        }
+        Ok(limits)
+    }
+}
+
 /// How far from a JPEG's end its end-of-image marker may sit (cameras and editors append
 /// padding after it).
 const JPEG_TAIL: usize = 4096;

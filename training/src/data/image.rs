@@ -27,11 +27,12 @@ impl Image {
         }
     }
 
-    /// Decodes a JPEG or PNG file ([`super::decode::decode_rgb8`] with the default
-    /// limits); any failure (unreadable, truncated, not an image, too costly) is an error
-    /// naming the file.
+    /// Decodes a JPEG or PNG file ([`super::decode::decode_rgb8`] within
+    /// [`super::decode::DecodeLimits::from_env`]); any failure (unreadable, truncated, not an
+    /// image, too costly) is an error naming the file.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let img = super::decode::decode_rgb8(path, &super::decode::DecodeLimits::default())?;
+        let limits = super::decode::DecodeLimits::from_env()?;
+        let img = super::decode::decode_rgb8(path, &limits)?;
         let (width, height) = (img.width() as usize, img.height() as usize);
         let data = img.into_raw().into_iter().map(f32::from).collect();
         Ok(Self {

@@ -10,7 +10,7 @@ use zoo::registry::{InputConfig, Interpolation};
 
 /// The network input `(3, H, W)`, channels first, for the image file at `path`.
 pub fn preprocess(path: &Path, cfg: &InputConfig) -> Result<Vec<f32>, String> {
-    let img = super::decode::decode_rgb8(path, &super::decode::DecodeLimits::default())?;
+    let img = super::decode::decode_rgb8(path, &super::decode::DecodeLimits::from_env()?)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let [_, crop_h, crop_w] = cfg.size;
     // torchvision's Resize(int): the short side becomes `scale`, the long side
