@@ -110,6 +110,14 @@ impl LocalZoo {
             })
             .collect::<Result<_>>()?;
         let _lock = self.lock()?;
+        // Under the lock: what killed publishes left (a half-copied blob, a registry being
+        // rewritten) goes. Temporaries of live processes are kept.
+        for dir in [&self.root, &blobs] {
+            crate::atomic::remove_leftovers(dir).map_err(|source| ZooError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
         let mut registry = self.registry()?;
         if registry.models.iter().any(|e| e.id() == entry.id()) {
             return Err(already_published(&entry));
@@ -260,6 +268,31 @@ mod tests {
                 revision: None,
             },
             files: vec![],
+        }
+    }
+
+    #[test]
+    fn a_publish_removes_what_killed_publishes_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let zoo = LocalZoo::new(dir.path().join("zoo"));
+        let blobs = zoo.root().join("blobs");
+        fs::create_dir_all(&blobs).unwrap();
+        // Temporaries of a process that no longer runs (a pid above Linux's pid_max).
+        let stale = [
+            zoo.root().join(".weights.toml.tmp-4294967"),
+            blobs.join(".0123abcd.tmp-4294967"),
+        ];
+        for p in &stale {
+            fs::write(p, b"half").unwrap();
+        }
+        let file = dir.path().join("w.safetensors");
+        fs::write(&file, b"weights").unwrap();
+        let files = [(FileRole::Safetensors, "model.safetensors".to_string(), file)];
+        zoo.publish(entry("a", Version(1, 0, 0)), &files).unwrap();
+        if cfg!(target_os = "linux") {
+            for p in &stale {
+                assert!(!p.exists(), "{} was left", p.display());
+            }
         }
     }
 

@@ -252,6 +252,10 @@ pub fn pin(ctx: &ZooContext, registry: &Path, r: &EntryRef) -> Result<(Entry, Ve
     table.remove("notes");
     let new_text = doc.to_string();
     Registry::parse(&new_text, "pinned registry")?;
+    if let Some(dir) = registry.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // A pin killed while it rewrote this file left a temporary beside it.
+        let _ = crate::atomic::remove_leftovers(dir);
+    }
     crate::local::write_atomically(registry, new_text.as_bytes())?;
     Ok((e, pinned))
 }
