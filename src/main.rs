@@ -83,10 +83,28 @@ fn main() -> std::process::ExitCode {
         // A reader that stops early (`tricks models | head`) is not a failure.
         Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once: errors that already include
+/// their cause in their message (as `thiserror` variants do) would otherwise repeat it,
+/// and so would a context that the error's own message starts with.
+fn describe(e: &anyhow::Error) -> String {
+    let mut pieces: Vec<String> = Vec::new();
+    for link in e.chain() {
+        let text = link.to_string();
+        if pieces.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        match pieces.last_mut() {
+            Some(last) if text.contains(last.as_str()) => *last = text,
+            _ => pieces.push(text),
+        }
+    }
+    pieces.join(": ")
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -94,4 +112,20 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::IsADirectory, "Is a directory");
+        let e = anyhow::Error::new(io)
+            .context("writing out/w: Is a directory")
+            .context("writing out/w");
+        assert_eq!(describe(&e), "writing out/w: Is a directory");
+        let e = anyhow::anyhow!("disk full").context("saving the checkpoint");
+        assert_eq!(describe(&e), "saving the checkpoint: disk full");
+    }
 }

@@ -188,6 +188,9 @@ pub fn render<R: Rng>(rng: &mut R, class: usize, classes: usize, size: usize) ->
 
 /// The largest image side the generator writes.
 pub const MAX_SYNTH_SIZE: usize = 1024;
+/// The most images per class and split it writes (a typo guard: 100 million would fill the
+/// disk before anyone noticed).
+pub const MAX_SYNTH_PER_CLASS: usize = 100_000;
 
 /// Writes the dataset under `root` (`train/<shape>/NNNNN.png`, `val/<shape>/…`) and returns
 /// the number of images written. A `root` that already holds a dataset is refused, never
@@ -205,6 +208,13 @@ pub fn generate(root: &Path, cfg: &SynthConfig) -> Result<usize, TrainingError> 
             "image size must be in 16..={MAX_SYNTH_SIZE}, not {}",
             cfg.size
         )));
+    }
+    for (what, n) in [("train", cfg.train_per_class), ("val", cfg.val_per_class)] {
+        if n > MAX_SYNTH_PER_CLASS {
+            return Err(TrainingError::Config(format!(
+                "{what} images per class must be at most {MAX_SYNTH_PER_CLASS}, not {n}"
+            )));
+        }
     }
     for split in ["train", "val"] {
         let dir = root.join(split);
@@ -244,6 +254,28 @@ pub fn generate(root: &Path, cfg: &SynthConfig) -> Result<usize, TrainingError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_settings_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for cfg in [
+            SynthConfig {
+                train_per_class: 100_000_000,
+                ..SynthConfig::default()
+            },
+            SynthConfig {
+                size: 100_000,
+                ..SynthConfig::default()
+            },
+            SynthConfig {
+                classes: 1,
+                ..SynthConfig::default()
+            },
+        ] {
+            assert!(generate(dir.path(), &cfg).is_err(), "{cfg:?}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn shapes_are_distinct_masks() {
