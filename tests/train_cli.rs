@@ -727,3 +727,31 @@ fn image_limits_are_configurable_and_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn a_run_that_fails_to_set_up_leaves_the_directory_usable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let out = tricks(&[
+        "train",
+        "--model",
+        "resnet10d_tiny",
+        "--data",
+        s(&tmp.path().join("nowhere")),
+        "--out",
+        s(&dir),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        !dir.join("run.json").exists(),
+        "a run that never started was recorded"
+    );
+    let out = train("baseline", &dir, &["--epochs", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

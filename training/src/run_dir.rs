@@ -101,9 +101,10 @@ impl RunDir {
         path.join(Self::SPEC).is_file()
     }
 
-    /// Starts a new run in `dir` (created if missing), which must not hold one already:
-    /// writes `run.json` and `recipe.toml` and empties `metrics.jsonl`.
-    pub fn create(dir: &Path, spec: &RunSpec) -> Result<Self, TrainingError> {
+    /// Takes `dir` (created if missing) for a new run; it must not hold one already.
+    /// Nothing is recorded until [`Self::start`], so a run that fails to set up (a wrong
+    /// dataset path, say) leaves no run behind to get in the way of the next attempt.
+    pub fn create(dir: &Path) -> Result<Self, TrainingError> {
         std::fs::create_dir_all(dir).map_err(|e| TrainingError::data(dir, e))?;
         let run = Self::lock(dir)?;
         if Self::is_run(dir) {
@@ -112,10 +113,15 @@ impl RunDir {
                 "already holds a run: use --resume to continue it, or choose another --out",
             ));
         }
-        run.write_spec(spec)?;
-        run.write(Self::RECIPE, spec.recipe.to_toml().as_bytes())?;
-        run.write(Self::METRICS, b"")?;
         Ok(run)
+    }
+
+    /// Records the new run: writes `run.json` and `recipe.toml` and empties
+    /// `metrics.jsonl`.
+    pub fn start(&self, spec: &RunSpec) -> Result<(), TrainingError> {
+        self.write_spec(spec)?;
+        self.write(Self::RECIPE, spec.recipe.to_toml().as_bytes())?;
+        self.write(Self::METRICS, b"")
     }
 
     /// Opens the run in `dir` to continue it (locked).
@@ -281,6 +287,22 @@ impl RunDir {
 mod tests {
     use super::*;
 
+    impl RunDir {
+        fn started(self, spec: &RunSpec) -> Self {
+            self.start(spec).unwrap();
+            self
+        }
+    }
+
+    #[test]
+    fn a_run_that_never_started_leaves_no_run() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RunDir::create(dir.path()).unwrap());
+        assert!(!RunDir::is_run(dir.path()));
+        drop(RunDir::create(dir.path()).unwrap().started(&spec()));
+        assert!(RunDir::is_run(dir.path()));
+    }
+
     fn spec() -> RunSpec {
         RunSpec {
             model: "resnet10d_tiny".into(),
@@ -311,7 +333,7 @@ mod tests {
     #[test]
     fn writes_and_reads_back_its_files() {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::create(dir.path(), &spec()).unwrap();
+        let run = RunDir::create(dir.path()).unwrap().started(&spec());
         run.write_classes(&["a".into(), "b".into()]).unwrap();
         for e in 1..=3 {
             run.append_metrics(&metrics(e)).unwrap();
@@ -329,7 +351,7 @@ mod tests {
     #[test]
     fn a_second_writer_is_refused_while_the_first_holds_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let first = RunDir::create(dir.path(), &spec()).unwrap();
+        let first = RunDir::create(dir.path()).unwrap().started(&spec());
         let err = RunDir::resume(dir.path()).unwrap_err().to_string();
         assert!(err.contains("another run is using this directory"), "{err}");
         drop(first);
@@ -341,15 +363,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = RunDir::resume(dir.path()).unwrap_err().to_string();
         assert!(err.contains("no run to resume"), "{err}");
-        drop(RunDir::create(dir.path(), &spec()).unwrap());
-        let err = RunDir::create(dir.path(), &spec()).unwrap_err().to_string();
+        drop(RunDir::create(dir.path()).unwrap().started(&spec()));
+        let err = RunDir::create(dir.path()).unwrap_err().to_string();
         assert!(err.contains("already holds a run"), "{err}");
     }
 
     #[test]
     fn a_half_written_metrics_line_ends_the_record() {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::create(dir.path(), &spec()).unwrap();
+        let run = RunDir::create(dir.path()).unwrap().started(&spec());
         run.append_metrics(&metrics(1)).unwrap();
         let text = std::fs::read_to_string(run.path(RunDir::METRICS)).unwrap();
         std::fs::write(run.path(RunDir::METRICS), text + "{\"epoch\": 2, \"tra").unwrap();
@@ -359,7 +381,7 @@ mod tests {
     #[test]
     fn leftovers_of_a_killed_run_are_removed_on_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
-        drop(RunDir::create(dir.path(), &spec()).unwrap());
+        drop(RunDir::create(dir.path()).unwrap().started(&spec()));
         let leftover = dir.path().join(".model.safetensors.tmp-4294967");
         std::fs::write(&leftover, b"half").unwrap();
         drop(RunDir::resume(dir.path()).unwrap());

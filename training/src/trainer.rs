@@ -129,8 +129,10 @@ impl Trainer {
     /// Starts a new run in `dir` (which must not hold one already), training on `device`.
     pub fn create(dir: &Path, spec: RunSpec, device: &Device) -> Result<Self, TrainingError> {
         spec.recipe.validate().map_err(TrainingError::Config)?;
-        let run = RunDir::create(dir, &spec)?;
-        Self::build(run, spec, device)
+        let run = RunDir::create(dir)?;
+        let trainer = Self::build(run, spec, device)?;
+        trainer.run.start(&trainer.spec)?;
+        Ok(trainer)
     }
 
     /// Reopens the run in `dir` at its last checkpoint, on `device` (not necessarily the
