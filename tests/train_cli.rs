@@ -755,3 +755,105 @@ fn a_run_that_fails_to_set_up_leaves_the_directory_usable() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn eval_runs_inception_v3_and_names_skipped_images() {
+    // Inception-V3 refuses inputs under 75×75: eval must not probe it with a small one.
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("inception.safetensors");
+    ok(&[
+        "init",
+        "--model",
+        "inception_v3",
+        "--num-classes",
+        "3",
+        "--out",
+        s(&weights),
+    ]);
+    // Validation data only (no train/ folder), one of its images corrupt.
+    let data = tmp.path().join("val-only");
+    for class in ["a", "b", "c"] {
+        let dir = data.join("val").join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..2 {
+            image::RgbImage::from_pixel(90, 80, image::Rgb([40 * i as u8, 90, 200]))
+                .save(dir.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    std::fs::write(
+        data.join("val/b/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot an image",
+    )
+    .unwrap();
+    let out = tricks(&[
+        "eval",
+        "--model",
+        "inception_v3",
+        "--weights",
+        s(&weights),
+        "--data",
+        s(&data),
+        "--size",
+        "80",
+        "--batch-size",
+        "4",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("images       6"), "{stdout}");
+    assert!(
+        stderr.contains("broken.png"),
+        "the skipped image is named: {stderr}"
+    );
+}
+
+#[test]
+fn a_one_class_dataset_and_a_teacher_of_other_classes_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, 2, 8, 2, 1);
+    let teacher = tmp.path().join("teacher.safetensors");
+    ok(&[
+        "init",
+        "--model",
+        "resnet10d_tiny",
+        "--num-classes",
+        "1000",
+        "--out",
+        s(&teacher),
+    ]);
+    let run = |data: &Path, extra: &[&str], out: &str| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "resnet10d_tiny",
+            "--data",
+            s(data),
+            "--out",
+        ];
+        let out = tmp.path().join(out);
+        args.push(s(&out));
+        args.extend_from_slice(&["--batch-size", "4", "--size", "32", "--epochs", "1"]);
+        args.extend_from_slice(extra);
+        let o = tricks(&args);
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = run(&data, &["--teacher", s(&teacher)], "t");
+    assert!(err.contains("has 1000 classes, the data 2"), "{err}");
+    // One class left: a classifier needs two (ε = 0, so it is not about label smoothing).
+    for split in ["train", "val"] {
+        let mut names: Vec<_> = std::fs::read_dir(data.join(split))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        std::fs::remove_dir_all(&names[0]).unwrap();
+    }
+    let err = run(&data, &["--label-smoothing", "0"], "one");
+    assert!(err.contains("holds 1 class folder"), "{err}");
+}

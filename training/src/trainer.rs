@@ -167,8 +167,6 @@ impl Trainer {
     fn build(run: RunDir, spec: RunSpec, device: &Device) -> Result<Self, TrainingError> {
         let r = &spec.recipe;
         let classes = ImageFolder::class_names(&spec.data)?;
-        let train_set = ImageFolder::open(&spec.data, "train", &classes)?;
-        let val_set = ImageFolder::open(&spec.data, "val", &classes)?;
         if classes.len() < 2 {
             return Err(TrainingError::data(
                 &spec.data.join("train"),
@@ -179,6 +177,8 @@ impl Trainer {
                 ),
             ));
         }
+        let train_set = ImageFolder::open(&spec.data, "train", &classes)?;
+        let val_set = ImageFolder::open(&spec.data, "val", &classes)?;
         if train_set.samples.len() < r.batch_size {
             return Err(TrainingError::Config(format!(
                 "{} training images are fewer than one batch of {}",
