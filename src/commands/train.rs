@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use training::data::augment::ColorJitter;
 use training::recipe::{LrSchedule, Precision, Recipe};
 use training::trainer::{RunSpec, Trainer};
 use zoo::init::WeightInit;
@@ -89,6 +90,10 @@ pub struct Overrides {
     /// Brightness, saturation and hue scaled by 1 ± this.
     #[arg(long)]
     pub jitter: Option<f64>,
+    /// Colour jitter: `gluoncv` (brightness, contrast, saturation; the default) or `paper`
+    /// (brightness, saturation, hue).
+    #[arg(long, value_enum)]
+    pub color_jitter: Option<ColorJitter>,
     /// Standard deviation of the PCA lighting noise.
     #[arg(long)]
     pub lighting_std: Option<f64>,
@@ -150,6 +155,9 @@ impl Overrides {
         }
         if let Some(l) = self.lighting_std {
             r.augment.lighting_std = l;
+        }
+        if let Some(c) = self.color_jitter {
+            r.augment.color_jitter = c;
         }
         r
     }
