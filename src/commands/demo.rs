@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
+use training::data::augment::ColorJitter;
 use training::data::synth::{generate, SynthConfig};
 use training::recipe::{Precision, Recipe};
 use training::run_dir::RunDir;
@@ -198,12 +199,21 @@ pub fn run(args: Args) -> Result<()> {
 fn report(results: &[RecipeRun], total_s: f64, quick: bool) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# tricks demo{}\n", if quick { " (quick)" } else { "" });
+    let jitter = results
+        .first()
+        .map_or("gluoncv", |r| match r.recipe.augment.color_jitter {
+            ColorJitter::Gluoncv => {
+                "`gluoncv`: brightness, contrast and saturation, as GluonCV's code"
+            }
+            ColorJitter::Paper => "`paper`: brightness, saturation and hue, as the paper's text",
+        });
     let _ = writeln!(
         md,
         "A narrow ResNet-10-D (`{MODEL}`) trained from scratch on the generated shapes dataset \
          (10 classes, 64×64 crops), once with the paper's baseline recipe (Section 2.1) and once \
          with its refinements (Sections 3 and 5), at the same batch ({BATCH}), base learning rate \
-         ({LR}), number of epochs, precision (FP32) and initialisation (Kaiming).\n"
+         ({LR}), number of epochs, precision (FP32), initialisation (Kaiming) and colour jitter \
+         ({jitter}).\n"
     );
     let _ = writeln!(
         md,

@@ -281,21 +281,16 @@ mod tests {
         (vm, cfg)
     }
 
-    fn dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "tricks-zoo-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A temporary directory, removed when the test ends (they used to stay in /tmp).
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     #[test]
     fn round_trip_is_exact_and_strict() -> Result<()> {
         let d = dir();
         let (vm, _) = tiny();
-        let path = d.join("w.safetensors");
+        let path = d.path().join("w.safetensors");
         save_weights(&vm, &path)?;
         let (other, _) = tiny();
         crate::init::xavier_uniform(&other, 2)?;
@@ -331,7 +326,7 @@ mod tests {
     fn finetuning_replaces_a_classifier_of_another_size_only() -> Result<()> {
         let d = dir();
         let (vm, mut cfg) = tiny();
-        let path = d.join("pre.safetensors");
+        let path = d.path().join("pre.safetensors");
         save_weights(&vm, &path)?;
         cfg.num_classes = 7;
         let other = VarMap::new();
@@ -367,7 +362,7 @@ mod tests {
     fn truncated_or_garbage_files_are_clear_errors() {
         let d = dir();
         let (vm, _) = tiny();
-        let path = d.join("t.safetensors");
+        let path = d.path().join("t.safetensors");
         save_weights(&vm, &path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -390,7 +385,7 @@ mod tests {
             .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
-        let path = d.join("n.safetensors");
+        let path = d.path().join("n.safetensors");
         save_tensors(&tensors, &path)?;
         load_weights(&vm, &path, "tiny")?;
         tensors.remove("fc.bias");
