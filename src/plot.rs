@@ -117,13 +117,29 @@ fn render(fig: &Figure) -> Result<Vec<u8>, String> {
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| err(&e))?;
         let (x_step, y_step) = ((x1 - x0) / 10.0, (y1 - y0) / 10.0);
+        // Whole-number x values (epochs) get whole-number ticks, one per value up to 20.
+        let integral_x = points().all(|p| p.0.fract() == 0.0);
+        let span = (x1 - x0).round() as usize;
+        let x_labels = if integral_x && span <= 20 {
+            span + 1
+        } else {
+            10
+        };
+        let x_format = |v: &f64| {
+            if integral_x && v.fract().abs() > 1e-9 {
+                String::new()
+            } else {
+                tick_label(*v, if integral_x { 1.0 } else { x_step })
+            }
+        };
         chart
             .configure_mesh()
+            .x_labels(x_labels)
             .x_desc(fig.x_label)
             .y_desc(fig.y_label)
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 17))
-            .x_label_formatter(&|v| tick_label(*v, x_step))
+            .x_label_formatter(&x_format)
             .y_label_formatter(&|v| tick_label(*v, y_step))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
