@@ -123,9 +123,9 @@ pub fn epoch_line(m: &EpochMetrics) -> String {
         "epoch {:>3}: train loss {:.4}  val loss {:.4}  top-1 {:.2}%  top-5 {:.2}%  lr {:.5}  {:.1} img/s  {:.1} s",
         m.epoch,
         m.train_loss,
-        m.val_loss,
-        100.0 * m.top1,
-        100.0 * m.top5,
+        m.val_loss(),
+        100.0 * m.top1(),
+        100.0 * m.top5(),
         m.lr,
         m.img_per_s,
         m.seconds

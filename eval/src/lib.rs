@@ -1,12 +1,12 @@
 //! Metrics and reports, independent of any framework: plain slices in, numbers out.
 //!
 //! - [`TopK`]: top-1/top-5 accuracy of a classifier (the paper's Tables 1–6).
-//!
-//! Detection mAP and segmentation pixel accuracy / mIoU join with the transfer tasks.
+//! - [`voc`]: Pascal VOC detection AP and mAP, 11-point and area (Table 8).
 
 #![warn(missing_docs)]
 
 mod topk;
+pub mod voc;
 
 pub use topk::{rank_of_label, TopK};
 
@@ -23,4 +23,14 @@ pub enum EvalError {
     /// A label names no class.
     #[error("label {label} is outside 0..{classes}")]
     LabelRange { label: usize, classes: usize },
+    /// A class index names no class.
+    #[error("{what} has class {class}, outside 0..{classes}")]
+    ClassRange {
+        what: String,
+        class: usize,
+        classes: usize,
+    },
+    /// A detection that cannot be scored.
+    #[error("bad detection {0}")]
+    BadDetection(String),
 }

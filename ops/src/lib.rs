@@ -14,6 +14,7 @@
 //!   `count_include_pad`, with a backward for any kernel and stride (the 3×3/2 stem max-pool
 //!   of ResNet, the 2×2 `ceil_mode` average-pool shortcut of ResNet-D).
 //! - [`global_avg_pool`]: the classifier's pooling.
+//! - [`boxes`]: RoIAlign with its gradient (Faster R-CNN), IoU and non-maximum suppression.
 //! - [`blocked`]: the NCHW16c inference path (direct AVX-512 convolutions on weights packed
 //!   once, Winograd F(2×2, 3×3), depthwise convolution, the epilogue in registers, pooling,
 //!   layout conversions) that frozen ResNets, MobileNet v1 and Inception-V3 keep from the
@@ -44,6 +45,7 @@
 //   plan and run the kernel.
 
 pub mod blocked;
+pub mod boxes;
 mod conv;
 mod epilogue;
 mod gemm;

@@ -46,20 +46,20 @@ fn recipes(epochs: usize) -> Result<Vec<(&'static str, Recipe)>> {
     let mut out = Vec::new();
     for name in ["baseline", "tricks"] {
         let mut r = Recipe::load(name)?;
-        r.epochs = epochs;
-        r.batch_size = BATCH;
-        r.accumulate = 1;
-        r.lr = Some(LR);
+        r.optim.epochs = epochs;
+        r.optim.batch_size = BATCH;
+        r.optim.accumulate = 1;
+        r.optim.lr = Some(LR);
         r.augment.size = 64;
         // Step decay at the paper's 3/4 point; warmup over the first epoch.
-        r.lr_step_epochs = vec![(epochs * 3).div_ceil(4)];
-        r.warmup_epochs = if r.warmup_epochs > 0.0 {
+        r.optim.lr_step_epochs = vec![(epochs * 3).div_ceil(4)];
+        r.optim.warmup_epochs = if r.optim.warmup_epochs > 0.0 {
             1.0f64.min(epochs as f64 / 4.0)
         } else {
             0.0
         };
         // FP16 has no fast CPU kernels; the demo runs both recipes in FP32.
-        r.precision = Precision::F32;
+        r.optim.precision = Precision::F32;
         // Xavier (the paper's text) trains this small network several times slower in the
         // first epochs than Kaiming init (the init of GluonCV's released script and timm's);
         // the demo's budget is a few epochs.
@@ -132,7 +132,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         println!(
             "== {name}: {MODEL}, {} epochs, batch {BATCH}",
-            recipe.epochs
+            recipe.optim.epochs
         );
         let t = Instant::now();
         RunProgress::new(name).drive(|progress, epoch| trainer.run(progress, epoch))?;
@@ -175,7 +175,7 @@ pub fn run(args: Args) -> Result<()> {
             points: r
                 .metrics
                 .iter()
-                .map(|m| (m.epoch as f64, 100.0 * m.top1))
+                .map(|m| (m.epoch as f64, 100.0 * m.top1()))
                 .collect(),
         })
         .collect();
@@ -233,9 +233,9 @@ fn report(results: &[RecipeRun], total_s: f64, quick: bool) -> String {
         let _ = writeln!(
             md,
             "| {name} | {:.2}% | {:.2}% | {:.3} | {:.0} s | {tricks} |",
-            100.0 * last.top1,
-            100.0 * last.top5,
-            last.val_loss,
+            100.0 * last.top1(),
+            100.0 * last.top5(),
+            last.val_loss(),
             seconds
         );
     }
@@ -267,9 +267,9 @@ fn report(results: &[RecipeRun], total_s: f64, quick: bool) -> String {
                 "| {} | {:.4} | {:.4} | {:.2}% | {:.2}% | {:.5} | {:.1} |",
                 e.epoch,
                 e.train_loss,
-                e.val_loss,
-                100.0 * e.top1,
-                100.0 * e.top5,
+                e.val_loss(),
+                100.0 * e.top1(),
+                100.0 * e.top5(),
                 e.lr,
                 e.img_per_s
             );
@@ -286,16 +286,16 @@ fn report(results: &[RecipeRun], total_s: f64, quick: bool) -> String {
 /// The refinements a recipe switches on, in the paper's words.
 fn describe(r: &Recipe) -> String {
     let mut on = Vec::new();
-    if r.warmup_epochs > 0.0 {
-        on.push(format!("warmup {} epoch", r.warmup_epochs));
+    if r.optim.warmup_epochs > 0.0 {
+        on.push(format!("warmup {} epoch", r.optim.warmup_epochs));
     }
     if r.zero_gamma {
         on.push("zero-γ".into());
     }
-    if r.no_bias_decay {
+    if r.optim.no_bias_decay {
         on.push("no bias decay".into());
     }
-    if r.lr_schedule == training::recipe::LrSchedule::Cosine {
+    if r.optim.lr_schedule == training::recipe::LrSchedule::Cosine {
         on.push("cosine decay".into());
     }
     if r.label_smoothing > 0.0 {

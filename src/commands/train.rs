@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use training::data::augment::ColorJitter;
-use training::recipe::{LrSchedule, Precision, Recipe};
+use training::recipe::{LrSchedule, Optimisation, Precision, Recipe};
 use training::trainer::{RunSpec, Trainer};
 use zoo::init::WeightInit;
 use zoo::reference::WeightsRef;
@@ -15,9 +15,10 @@ use crate::weights_ref::ZooArgs;
 /// The recipe of a new run when none is named.
 const DEFAULT_RECIPE: &str = "baseline";
 
-/// Recipe settings that can be overridden on the command line.
+/// The shared recipe settings (optimiser, schedule, batch, precision, seed) that can be
+/// overridden on the command line: the same flags for every task.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
-pub struct Overrides {
+pub struct OptimOverrides {
     /// Epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -42,15 +43,64 @@ pub struct Overrides {
     /// Factor of each step decay.
     #[arg(long)]
     pub lr_step_factor: Option<f64>,
-    /// Nesterov momentum.
+    /// Momentum.
     #[arg(long)]
     pub momentum: Option<f64>,
+    /// Nesterov momentum on or off.
+    #[arg(long)]
+    pub nesterov: Option<bool>,
     /// Weight decay.
     #[arg(long)]
     pub weight_decay: Option<f64>,
     /// No bias decay on or off.
     #[arg(long)]
     pub no_bias_decay: Option<bool>,
+    /// Arithmetic precision (Section 3.2).
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Loader threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+impl OptimOverrides {
+    /// `o` with every given flag applied.
+    pub fn apply(&self, mut o: Optimisation) -> Optimisation {
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = &self.$field { o.$field = v.clone(); })* };
+        }
+        set!(
+            epochs,
+            batch_size,
+            accumulate,
+            lr_step_epochs,
+            lr_step_factor,
+            warmup_epochs,
+            momentum,
+            nesterov,
+            weight_decay,
+            no_bias_decay,
+            seed,
+            workers,
+            lr_schedule,
+            precision
+        );
+        if let Some(lr) = self.lr {
+            o.lr = Some(lr);
+        }
+        o
+    }
+}
+
+/// Classification recipe settings that can be overridden on the command line.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct Overrides {
+    /// The shared settings.
+    #[command(flatten)]
+    pub optim: OptimOverrides,
     /// Zero-γ on or off.
     #[arg(long)]
     pub zero_gamma: Option<bool>,
@@ -75,9 +125,6 @@ pub struct Overrides {
     /// Distillation temperature.
     #[arg(long)]
     pub distill_temperature: Option<f64>,
-    /// Arithmetic precision (Section 3.2).
-    #[arg(long, value_enum)]
-    pub precision: Option<Precision>,
     /// Training crop size.
     #[arg(long)]
     pub size: Option<usize>,
@@ -97,12 +144,6 @@ pub struct Overrides {
     /// Standard deviation of the PCA lighting noise.
     #[arg(long)]
     pub lighting_std: Option<f64>,
-    /// Seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Loader threads.
-    #[arg(long)]
-    pub workers: Option<usize>,
 }
 
 impl Overrides {
@@ -112,29 +153,14 @@ impl Overrides {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { r.$field = v.clone(); })* };
         }
         set!(
-            epochs,
-            batch_size,
-            accumulate,
-            lr_step_epochs,
-            lr_step_factor,
-            warmup_epochs,
-            momentum,
-            weight_decay,
-            no_bias_decay,
             zero_gamma,
             aux_logits,
             label_smoothing,
             mixup_alpha,
             distill_temperature,
-            seed,
-            workers,
-            lr_schedule,
-            precision,
             weight_init
         );
-        if let Some(lr) = self.lr {
-            r.lr = Some(lr);
-        }
+        r.optim = self.optim.apply(r.optim);
         if let Some(t) = &self.teacher {
             r.teacher = Some(t.clone());
         }

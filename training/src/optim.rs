@@ -9,6 +9,9 @@ use candle_nn::VarMap;
 pub struct NagConfig {
     /// Momentum μ (paper: 0.9).
     pub momentum: f64,
+    /// Nesterov's update (the paper's NAG); `false`: plain momentum SGD,
+    /// `w ← w − η·v` (PyTorch's `SGD(nesterov=False)`, MXNet's `sgd`).
+    pub nesterov: bool,
     /// L2 weight decay λ (paper: 1e-4).
     pub weight_decay: f64,
     /// No bias decay (Section 3.1): apply λ only to convolution and fully-connected weights,
@@ -20,6 +23,7 @@ impl Default for NagConfig {
     fn default() -> Self {
         Self {
             momentum: 0.9,
+            nesterov: true,
             weight_decay: 1e-4,
             no_bias_decay: false,
         }
@@ -39,7 +43,8 @@ struct Slot {
 ///
 /// g ← ∇ + λ·w,  v ← μ·v + g,  w ← w − η·(g + μ·v)
 ///
-/// with v = 0 before the first step.
+/// with v = 0 before the first step; without Nesterov (`nesterov = false`) the last step
+/// is w ← w − η·v.
 pub struct Nag {
     slots: Vec<Slot>,
     cfg: NagConfig,
@@ -138,7 +143,11 @@ impl Nag {
                 Some(v) => ((v * mu)? + &g)?,
                 None => g.clone(),
             };
-            let update = (&g + (&v * mu)?)?;
+            let update = if self.cfg.nesterov {
+                (&g + (&v * mu)?)?
+            } else {
+                v.clone()
+            };
             slot.var.set(&(&w - (update * lr)?)?)?;
             slot.velocity = Some(v);
         }
@@ -187,6 +196,7 @@ mod tests {
         let var = Var::new(&[1.0f64], &Device::Cpu)?;
         let cfg = NagConfig {
             momentum: mu,
+            nesterov: true,
             weight_decay: lambda,
             no_bias_decay: false,
         };
@@ -207,6 +217,30 @@ mod tests {
         let loss = (check.as_tensor().sqr()? * (0.5 * a))?.sum_all()?;
         nag.step(&loss.backward()?, lr)?;
         assert!((check.as_tensor().to_vec1::<f64>()?[0] - 0.8005).abs() < 1e-15);
+        Ok(())
+    }
+
+    /// Plain momentum (GluonCV's detection SGD): v_t = μ·v_{t−1} + g_t, w_{t+1} = w_t − η·v_t.
+    /// From w0 = 1 on ½·2·w² with λ = 0.1: g0 = 2.1, w1 = 1 − 0.05·2.1 = 0.895; then
+    /// g1 = 2.1·0.895 = 1.8795, v1 = 0.9·2.1 + 1.8795 = 3.7695, w2 = 0.895 − 0.05·3.7695.
+    #[test]
+    fn plain_momentum_follows_the_hand_computed_path() -> Result<()> {
+        let var = Var::new(&[1.0f64], &Device::Cpu)?;
+        let cfg = NagConfig {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.1,
+            no_bias_decay: false,
+        };
+        let mut sgd = Nag::from_vars(vec![("w.weight".into(), var.clone())], cfg);
+        let mut expected = [0.895, 0.895 - 0.05 * 3.7695].into_iter();
+        for _ in 0..2 {
+            let loss = var.as_tensor().sqr()?.sum_all()?;
+            sgd.step(&loss.backward()?, 0.05)?;
+            let got = var.as_tensor().to_vec1::<f64>()?[0];
+            let want = expected.next().unwrap();
+            assert!((got - want).abs() < 1e-15, "{got} vs {want}");
+        }
         Ok(())
     }
 

@@ -17,10 +17,12 @@
 //! error instead of interleaving its files; under the lock it removes the temporary files
 //! a killed run left behind.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::recipe::Recipe;
@@ -45,19 +47,15 @@ pub struct RunSpec {
     pub recipe: Recipe,
 }
 
-/// One epoch's numbers, as written to `metrics.jsonl`.
+/// One epoch's numbers, as written to `metrics.jsonl`: what every task records, and the
+/// task's own validation numbers (`val_loss`, `top1`, `top5` for classification; `map07`,
+/// `map` and the loss parts for detection) on the same line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// 1-based epoch number.
     pub epoch: usize,
     /// Mean training loss (with the recipe's smoothing, mixup and distillation).
     pub train_loss: f64,
-    /// Mean validation cross-entropy against the true labels.
-    pub val_loss: f64,
-    /// Validation top-1 accuracy in [0, 1].
-    pub top1: f64,
-    /// Validation top-5 accuracy in [0, 1].
-    pub top5: f64,
     /// Learning rate of the epoch's last update.
     pub lr: f64,
     /// Training throughput.
@@ -70,6 +68,31 @@ pub struct EpochMetrics {
     pub skipped_images: usize,
     /// Loss scale at the end of the epoch.
     pub loss_scale: f64,
+    /// The task's validation numbers and training-loss parts, by name.
+    #[serde(flatten)]
+    pub values: BTreeMap<String, f64>,
+}
+
+impl EpochMetrics {
+    /// The value named `name`, or NaN if the task did not record it.
+    pub fn get(&self, name: &str) -> f64 {
+        self.values.get(name).copied().unwrap_or(f64::NAN)
+    }
+
+    /// Validation top-1 accuracy in [0, 1] (classification).
+    pub fn top1(&self) -> f64 {
+        self.get("top1")
+    }
+
+    /// Validation top-5 accuracy in [0, 1] (classification).
+    pub fn top5(&self) -> f64 {
+        self.get("top5")
+    }
+
+    /// Mean validation cross-entropy against the true labels (classification).
+    pub fn val_loss(&self) -> f64 {
+        self.get("val_loss")
+    }
 }
 
 /// A run directory (see the module doc), locked when opened for writing.
@@ -116,12 +139,27 @@ impl RunDir {
         Ok(run)
     }
 
-    /// Records the new run: writes `run.json` and `recipe.toml` and empties
-    /// `metrics.jsonl`.
-    pub fn start(&self, spec: &RunSpec) -> Result<(), TrainingError> {
+    /// Records the new run: writes `spec` as `run.json`, `recipe` as `recipe.toml`, and
+    /// empties `metrics.jsonl`.
+    pub fn start<S>(&self, spec: &S, recipe: &str) -> Result<(), TrainingError>
+    where
+        S: Serialize + DeserializeOwned + PartialEq,
+    {
         self.write_spec(spec)?;
-        self.write(Self::RECIPE, spec.recipe.to_toml().as_bytes())?;
+        self.write(Self::RECIPE, recipe.as_bytes())?;
         self.write(Self::METRICS, b"")
+    }
+
+    /// The run's task as `run.json` names it: `classification` (runs that name none),
+    /// `detection`, ….
+    pub fn task(&self) -> Result<String, TrainingError> {
+        let value: serde_json::Value = serde_json::from_str(&self.read(Self::SPEC)?)
+            .map_err(|e| TrainingError::data(&self.path(Self::SPEC), e))?;
+        Ok(value
+            .get("task")
+            .and_then(|t| t.as_str())
+            .unwrap_or("classification")
+            .to_string())
     }
 
     /// Opens the run in `dir` to continue it (locked).
@@ -198,19 +236,23 @@ impl RunDir {
         std::fs::read_to_string(&path).map_err(|e| TrainingError::data(&path, e))
     }
 
-    /// `run.json`.
-    pub fn spec(&self) -> Result<RunSpec, TrainingError> {
+    /// `run.json`, as the run's spec type (an error naming the file if it is another
+    /// task's).
+    pub fn spec<S: DeserializeOwned>(&self) -> Result<S, TrainingError> {
         serde_json::from_str(&self.read(Self::SPEC)?)
             .map_err(|e| TrainingError::data(&self.path(Self::SPEC), e))
     }
 
     /// Writes `run.json`, refusing settings that would not read back as they are (JSON
     /// writes NaN as `null`, which `--resume` could not parse).
-    pub fn write_spec(&self, spec: &RunSpec) -> Result<(), TrainingError> {
+    pub fn write_spec<S>(&self, spec: &S) -> Result<(), TrainingError>
+    where
+        S: Serialize + DeserializeOwned + PartialEq,
+    {
         let text = serde_json::to_string_pretty(spec).map_err(|e| {
             TrainingError::Config(format!("the run's settings cannot be written: {e}"))
         })?;
-        let back: Result<RunSpec, _> = serde_json::from_str(&text);
+        let back: Result<S, _> = serde_json::from_str(&text);
         if back.as_ref().ok() != Some(spec) {
             return Err(TrainingError::Config(
                 "the run's settings would not read back as written (a NaN or infinite value?): nothing was written".into(),
@@ -289,7 +331,7 @@ mod tests {
 
     impl RunDir {
         fn started(self, spec: &RunSpec) -> Self {
-            self.start(spec).unwrap();
+            self.start(spec, &spec.recipe.to_toml()).unwrap();
             self
         }
     }
@@ -318,15 +360,13 @@ mod tests {
         EpochMetrics {
             epoch,
             train_loss: 1.0,
-            val_loss: 1.0,
-            top1: 0.5,
-            top5: 0.9,
             lr: 0.1,
             img_per_s: 10.0,
             seconds: 1.0,
             skipped_updates: 0,
             skipped_images: 0,
             loss_scale: 1.0,
+            values: BTreeMap::from([("top1".into(), 0.5), ("val_loss".into(), 1.0)]),
         }
     }
 
@@ -340,7 +380,8 @@ mod tests {
         }
         drop(run);
         let read = RunDir::open(dir.path()).unwrap();
-        assert_eq!(read.spec().unwrap(), spec());
+        assert_eq!(read.spec::<RunSpec>().unwrap(), spec());
+        assert_eq!(read.task().unwrap(), "classification");
         assert_eq!(read.classes().unwrap(), ["a", "b"]);
         assert_eq!(read.last_metrics().unwrap().epoch, 3);
         let resumed = RunDir::resume(dir.path()).unwrap();

@@ -35,7 +35,14 @@ pub fn load(
 /// the preprocessing is the recipe's validation transform.
 fn load_run(dir: &Path) -> Result<Loaded, TrainingError> {
     let run = RunDir::open(dir)?;
-    let spec = run.spec()?;
+    let task = run.task()?;
+    if task != "classification" {
+        return Err(TrainingError::data(
+            dir,
+            format!("is a {task} run: this command takes a classifier"),
+        ));
+    }
+    let spec: crate::run_dir::RunSpec = run.spec()?;
     let labels = run.classes()?;
     let last = run.last_metrics()?;
     let model = load_pretrained(&spec.model, &run.path(RunDir::MODEL))?;
@@ -53,8 +60,8 @@ fn load_run(dir: &Path) -> Result<Loaded, TrainingError> {
         provenance: Provenance {
             dataset,
             metrics: [
-                ("top1".to_string(), 100.0 * last.top1),
-                ("top5".to_string(), 100.0 * last.top5),
+                ("top1".to_string(), 100.0 * last.top1()),
+                ("top5".to_string(), 100.0 * last.top5()),
             ]
             .into(),
             recipe: Some(spec.recipe.to_toml()),

@@ -9,4 +9,5 @@ pub(crate) mod conv_gemm;
 pub(crate) mod conv_padded;
 pub(crate) mod depthwise;
 pub(crate) mod pool;
+pub(crate) mod roi_align;
 pub(crate) mod winograd;

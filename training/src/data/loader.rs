@@ -1,4 +1,5 @@
-//! A parallel, deterministic data loader.
+//! A parallel, deterministic data loader, generic over what a sample is ([`Source`]: an
+//! image and its label here, an image and its boxes in detection, …).
 //!
 //! Each batch is decoded and augmented on a pool of worker threads while the trainer works
 //! on earlier ones; at most `prefetch` finished batches wait in a bounded channel. Every
@@ -21,7 +22,49 @@ use super::folder::Sample;
 use super::image::Image;
 use crate::TrainingError;
 
-/// How a loader batches and augments.
+/// What a loader reads: a list of samples, each decoded (and, in training, augmented with
+/// its own generator) on a worker thread, then collated into a batch.
+pub trait Source: Send + Sync + 'static {
+    /// One decoded, transformed sample.
+    type Item: Send + 'static;
+    /// What a batch of them becomes.
+    type Batch: Send + 'static;
+
+    /// Samples in the source.
+    fn len(&self) -> usize;
+
+    /// Whether the source is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sample `index`, augmented with `rng` in training (`None`: the validation transform).
+    /// The error names the file.
+    fn load(&self, index: usize, rng: Option<&mut ChaCha8Rng>) -> Result<Self::Item, String>;
+
+    /// A batch of loaded samples (at least one), in order.
+    fn collate(&self, items: Vec<Self::Item>) -> Result<Self::Batch, TrainingError>;
+}
+
+/// How a loader batches, whatever its source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Batching {
+    /// Samples per batch (the last batch of an epoch may be smaller; in training it is
+    /// dropped so that every step sees a full batch).
+    pub batch_size: usize,
+    /// Training (shuffled, augmented) or validation (in order, not augmented).
+    pub train: bool,
+    /// Base seed of the order and of the augmentation.
+    pub seed: u64,
+    /// Decoding threads.
+    pub workers: usize,
+    /// Finished batches that may wait for the trainer.
+    pub prefetch: usize,
+    /// Stop at the first unreadable sample instead of skipping it.
+    pub strict: bool,
+}
+
+/// How a classification loader batches and augments.
 #[derive(Debug, Clone)]
 pub struct LoaderConfig {
     /// Images per batch (the last batch of an epoch may be smaller; in training it is
@@ -50,6 +93,44 @@ pub struct Batch {
     pub labels: Vec<u32>,
 }
 
+/// Labelled images in the ImageNet layout, with the Section 2.1 transforms.
+pub struct Images {
+    samples: Vec<Sample>,
+    augment: AugmentConfig,
+}
+
+impl Source for Images {
+    type Item = (Vec<f32>, u32);
+    type Batch = Batch;
+
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn load(&self, index: usize, rng: Option<&mut ChaCha8Rng>) -> Result<Self::Item, String> {
+        let sample = &self.samples[index];
+        let img = Image::open(&sample.path)?;
+        let pixels = match rng {
+            Some(rng) => train_transform(rng, &img, &self.augment),
+            None => val_transform(&img, &self.augment),
+        };
+        Ok((pixels, sample.label))
+    }
+
+    fn collate(&self, items: Vec<Self::Item>) -> Result<Batch, TrainingError> {
+        let s = self.augment.size;
+        let n = items.len();
+        let mut data = Vec::with_capacity(n * 3 * s * s);
+        let mut labels = Vec::with_capacity(n);
+        for (pixels, label) in items {
+            data.extend_from_slice(&pixels);
+            labels.push(label);
+        }
+        let images = Tensor::from_vec(data, (n, 3, s, s), &Device::Cpu)?;
+        Ok(Batch { images, labels })
+    }
+}
+
 /// The files skipped so far because they could not be decoded.
 #[derive(Debug, Default, Clone)]
 pub struct SkipReport {
@@ -57,24 +138,45 @@ pub struct SkipReport {
     pub skipped: Vec<String>,
 }
 
-/// A loader over a list of samples.
-pub struct Loader {
-    samples: Arc<Vec<Sample>>,
-    cfg: LoaderConfig,
+/// A loader over a [`Source`].
+pub struct Loader<S: Source = Images> {
+    source: Arc<S>,
+    cfg: Batching,
     pool: Arc<rayon::ThreadPool>,
     skips: Arc<Mutex<SkipReport>>,
 }
 
 /// SplitMix64 finaliser: decorrelates seeds built from small integers.
-fn mix(mut z: u64) -> u64 {
+pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-impl Loader {
-    /// A loader over `samples`.
+impl Loader<Images> {
+    /// A classification loader over `samples`.
     pub fn new(samples: Vec<Sample>, cfg: LoaderConfig) -> Result<Self, TrainingError> {
+        let batching = Batching {
+            batch_size: cfg.batch_size,
+            train: cfg.train,
+            seed: cfg.seed,
+            workers: cfg.workers,
+            prefetch: cfg.prefetch,
+            strict: cfg.strict,
+        };
+        Self::over(
+            Images {
+                samples,
+                augment: cfg.augment,
+            },
+            batching,
+        )
+    }
+}
+
+impl<S: Source> Loader<S> {
+    /// A loader over `source`.
+    pub fn over(source: S, cfg: Batching) -> Result<Self, TrainingError> {
         if cfg.batch_size == 0 {
             return Err(TrainingError::Config(
                 "batch size must be at least 1".into(),
@@ -86,7 +188,7 @@ impl Loader {
             .build()
             .map_err(|e| TrainingError::Config(format!("loader threads: {e}")))?;
         Ok(Self {
-            samples: Arc::new(samples),
+            source: Arc::new(source),
             cfg,
             pool: Arc::new(pool),
             skips: Arc::default(),
@@ -95,7 +197,7 @@ impl Loader {
 
     /// Batches in one epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        let n = self.samples.len();
+        let n = self.source.len();
         if self.cfg.train {
             n / self.cfg.batch_size
         } else {
@@ -106,7 +208,7 @@ impl Loader {
     /// The order of samples in `epoch`: a seeded shuffle in training, the file order
     /// otherwise.
     pub fn order(&self, epoch: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+        let mut order: Vec<usize> = (0..self.source.len()).collect();
         if self.cfg.train {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed ^ mix(epoch as u64 + 1)));
             order.shuffle(&mut rng);
@@ -122,12 +224,12 @@ impl Loader {
     /// The batches of `epoch`, produced ahead on the workers, starting at batch `first`
     /// (to resume inside an epoch). A worker that fails (an error, or a panic) ends the
     /// epoch with that error; an epoch never ends early without one.
-    pub fn epoch(&self, epoch: usize, first: usize) -> EpochBatches {
+    pub fn epoch(&self, epoch: usize, first: usize) -> EpochBatches<S::Batch> {
         let (tx, rx) = sync_channel(self.cfg.prefetch.max(1));
         let order = self.order(epoch);
-        let (samples, cfg, pool, skips) = (
-            self.samples.clone(),
-            self.cfg.clone(),
+        let (source, cfg, pool, skips) = (
+            self.source.clone(),
+            self.cfg,
             self.pool.clone(),
             self.skips.clone(),
         );
@@ -137,7 +239,7 @@ impl Loader {
                 let positions: Vec<usize> =
                     (b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())).collect();
                 let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    pool.install(|| make_batch(&samples, &order, &positions, &cfg, epoch, &skips))
+                    pool.install(|| make_batch(&*source, &order, &positions, &cfg, epoch, &skips))
                 }));
                 let batch = made.unwrap_or_else(|panic| {
                     let what = panic
@@ -167,15 +269,15 @@ impl Loader {
 
 /// The batches of one epoch ([`Loader::epoch`]): exactly as many as the epoch has, or an
 /// error where the loader failed.
-pub struct EpochBatches {
-    rx: Receiver<Result<Batch, TrainingError>>,
+pub struct EpochBatches<B> {
+    rx: Receiver<Result<B, TrainingError>>,
     expected: usize,
     received: usize,
     done: bool,
 }
 
-impl Iterator for EpochBatches {
-    type Item = Result<Batch, TrainingError>;
+impl<B> Iterator for EpochBatches<B> {
+    type Item = Result<B, TrainingError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done || self.received == self.expected {
@@ -198,36 +300,29 @@ impl Iterator for EpochBatches {
     }
 }
 
-fn make_batch(
-    samples: &[Sample],
+fn make_batch<S: Source>(
+    source: &S,
     order: &[usize],
     positions: &[usize],
-    cfg: &LoaderConfig,
+    cfg: &Batching,
     epoch: usize,
     skips: &Mutex<SkipReport>,
-) -> Result<Batch, TrainingError> {
-    let decoded: Vec<Result<(Vec<f32>, u32), String>> = positions
+) -> Result<S::Batch, TrainingError> {
+    let loaded: Vec<Result<S::Item, String>> = positions
         .par_iter()
         .map(|&pos| {
-            let sample = &samples[order[pos]];
-            let img = Image::open(&sample.path)?;
-            let pixels = if cfg.train {
+            if cfg.train {
                 let seed = mix(cfg.seed ^ mix((epoch as u64) << 32 | pos as u64));
-                train_transform(&mut ChaCha8Rng::seed_from_u64(seed), &img, &cfg.augment)
+                source.load(order[pos], Some(&mut ChaCha8Rng::seed_from_u64(seed)))
             } else {
-                val_transform(&img, &cfg.augment)
-            };
-            Ok((pixels, sample.label))
+                source.load(order[pos], None)
+            }
         })
         .collect();
-    let mut data = Vec::with_capacity(positions.len() * 3 * cfg.augment.size * cfg.augment.size);
-    let mut labels = Vec::with_capacity(positions.len());
-    for item in decoded {
+    let mut items = Vec::with_capacity(positions.len());
+    for item in loaded {
         match item {
-            Ok((pixels, label)) => {
-                data.extend_from_slice(&pixels);
-                labels.push(label);
-            }
+            Ok(item) => items.push(item),
             Err(message) if cfg.strict => return Err(TrainingError::Image(message)),
             Err(message) => skips
                 .lock()
@@ -236,14 +331,12 @@ fn make_batch(
                 .push(message),
         }
     }
-    if labels.is_empty() {
+    if items.is_empty() {
         return Err(TrainingError::Image(
             "every image of a batch was unreadable".into(),
         ));
     }
-    let s = cfg.augment.size;
-    let images = Tensor::from_vec(data, (labels.len(), 3, s, s), &Device::Cpu)?;
-    Ok(Batch { images, labels })
+    source.collate(items)
 }
 
 #[cfg(test)]

@@ -12,4 +12,6 @@ pub mod synth;
 
 pub use self::image::Image;
 pub use folder::{ImageFolder, Sample};
-pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, SkipReport};
+pub use loader::{
+    mix, Batch, Batching, EpochBatches, Images, Loader, LoaderConfig, SkipReport, Source,
+};
