@@ -48,8 +48,11 @@ enum Command {
     Data(commands::data::Args),
     /// Train a model on a folder of images with a recipe, or resume a run.
     Train(Box<commands::train::Args>),
-    /// Top-1/top-5 and the logit gap of a model on a validation folder.
+    /// Top-1/top-5 and the logit gap of a model on a validation folder; `eval detection`:
+    /// the VOC metric of detections in the devkit format.
     Eval(commands::eval::Args),
+    /// Fine-tune a zoo backbone for another task (`transfer detect`: Faster R-CNN on VOC).
+    Transfer(commands::transfer::Args),
     /// Print a recipe's learning rate for every update (CSV).
     Schedule(Box<commands::schedule::Args>),
     /// Time inference or a training step (forward, backward, NAG update) of a model.
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Data(args) => commands::data::run(args),
         Command::Train(args) => commands::train::run(*args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Transfer(args) => commands::transfer::run(args),
         Command::Schedule(args) => commands::schedule::run(*args),
         Command::Export(args) => commands::export::run(args),
         Command::Zoo(args) => commands::zoo::run(args),

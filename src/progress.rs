@@ -117,8 +117,27 @@ impl RunProgress {
     }
 }
 
-/// One epoch's summary.
+/// One epoch's summary: top-1/top-5 for a classifier, the task's own numbers otherwise.
 pub fn epoch_line(m: &EpochMetrics) -> String {
+    if !m.values.contains_key("top1") {
+        let values: Vec<String> = m
+            .values
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "map" | "map07" => format!("{k} {:.2}%", 100.0 * v),
+                _ => format!("{k} {v:.4}"),
+            })
+            .collect();
+        return format!(
+            "epoch {:>3}: train loss {:.4}  {}  lr {:.5}  {:.1} img/s  {:.1} s",
+            m.epoch,
+            m.train_loss,
+            values.join("  "),
+            m.lr,
+            m.img_per_s,
+            m.seconds
+        );
+    }
     format!(
         "epoch {:>3}: train loss {:.4}  val loss {:.4}  top-1 {:.2}%  top-5 {:.2}%  lr {:.5}  {:.1} img/s  {:.1} s",
         m.epoch,

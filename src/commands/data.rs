@@ -17,23 +17,42 @@ pub enum DataCommand {
     Synth(SynthArgs),
 }
 
+/// What `data synth` generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SynthTask {
+    /// Shapes in the ImageNet folder layout.
+    #[default]
+    Classification,
+    /// Shapes with boxes in the VOCdevkit layout (VOC2007: trainval, train, val, test).
+    Detection,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct SynthArgs {
-    /// Dataset root (train/ and val/ are created under it).
+    /// Dataset root (train/ and val/ are created under it; for detection, VOC2007/).
     #[arg(long)]
     pub out: PathBuf,
-    /// Number of classes (2 to 10).
-    #[arg(long, default_value_t = 10)]
-    pub classes: usize,
+    /// What to generate.
+    #[arg(long, value_enum, default_value_t = SynthTask::Classification)]
+    pub task: SynthTask,
+    /// Number of classes (2 to 10; detection: the first N VOC classes, default 6).
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// Detection: images in trainval.
+    #[arg(long, default_value_t = 200)]
+    pub trainval: usize,
+    /// Detection: images in test.
+    #[arg(long, default_value_t = 100)]
+    pub test: usize,
     /// Training images per class.
     #[arg(long, default_value_t = 200)]
     pub train_per_class: usize,
     /// Validation images per class.
     #[arg(long, default_value_t = 50)]
     pub val_per_class: usize,
-    /// Image height and width.
-    #[arg(long, default_value_t = 72)]
-    pub size: usize,
+    /// Image height and width (detection: the longer side; default 72, detection 192).
+    #[arg(long)]
+    pub size: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -43,10 +62,10 @@ impl SynthArgs {
     /// The generator's configuration.
     pub fn config(&self) -> SynthConfig {
         SynthConfig {
-            classes: self.classes,
+            classes: self.classes.unwrap_or(10),
             train_per_class: self.train_per_class,
             val_per_class: self.val_per_class,
-            size: self.size,
+            size: self.size.unwrap_or(72),
             seed: self.seed,
         }
     }
@@ -54,6 +73,21 @@ impl SynthArgs {
 
 pub fn run(args: Args) -> Result<()> {
     match args.command {
+        DataCommand::Synth(a) if a.task == SynthTask::Detection => {
+            let defaults = transfer::synth_voc::SynthVocConfig::default();
+            let cfg = transfer::synth_voc::SynthVocConfig {
+                classes: a.classes.unwrap_or(defaults.classes),
+                trainval: a.trainval,
+                test: a.test,
+                size: a.size.unwrap_or(defaults.size),
+                seed: a.seed,
+            };
+            let n = transfer::synth_voc::generate(&a.out, &cfg)?;
+            println!(
+                "{n} images written under {}",
+                a.out.join("VOC2007").display()
+            );
+        }
         DataCommand::Synth(a) => {
             let n = generate(&a.out, &a.config())?;
             println!("{n} images written under {}", a.out.display());

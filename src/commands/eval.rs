@@ -1,5 +1,5 @@
 //! `tricks eval`: top-1/top-5 and the logit-gap statistic of Section 5.2 on a validation
-//! folder.
+//! folder; `tricks eval detection`: the VOC metric of devkit-format detections.
 
 use std::path::PathBuf;
 
@@ -12,7 +12,10 @@ use training::trainer::evaluate;
 use crate::weights_ref::WeightsArgs;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub task: Option<EvalTask>,
     #[command(flatten)]
     pub weights: WeightsArgs,
     /// Dataset root in the ImageNet layout; its `val` split is evaluated.
@@ -29,7 +32,69 @@ pub struct Args {
     pub strict: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum EvalTask {
+    /// Pascal VOC AP per class and mAP (VOC2007 11-point and VOC2010+ area) of detections
+    /// in the devkit results format (`comp4_det_test_<class>.txt`).
+    Detection(DetectionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DetectionArgs {
+    /// The VOCdevkit folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The split the detections are of.
+    #[arg(long, default_value = "voc2007:test")]
+    pub split: String,
+    /// The folder of `comp4_det_test_<class>.txt` files.
+    #[arg(long)]
+    pub predictions: PathBuf,
+}
+
+/// Prints the per-class table and both means.
+pub fn print_voc(m: &eval::voc::VocMap, names: &[&str]) {
+    println!(
+        "{:<14} {:>9} {:>10} {:>8} {:>8}",
+        "class", "objects", "detections", "AP07", "AP"
+    );
+    let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.2}", 100.0 * v));
+    for (c, ap) in m.classes.iter().enumerate() {
+        if ap.positives == 0 && ap.detections == 0 {
+            continue;
+        }
+        println!(
+            "{:<14} {:>9} {:>10} {:>8} {:>8}",
+            names[c],
+            ap.positives,
+            ap.detections,
+            pct(ap.ap07),
+            pct(ap.ap)
+        );
+    }
+    let counted = m.classes.iter().filter(|c| c.positives > 0).count();
+    println!(
+        "mAP (VOC2007 11-point)   {:.2}%  over the {counted} classes with ground truth",
+        100.0 * m.map07
+    );
+    println!("mAP (VOC2010+ area)      {:.2}%", 100.0 * m.map);
+}
+
+fn detection(args: DetectionArgs) -> Result<()> {
+    use transfer::voc::{parse_splits, read_results, VocDataset, VOC_CLASSES};
+    let data = VocDataset::open(&args.data, &parse_splits(&args.split)?, true)?;
+    let ids: Vec<String> = data.images.iter().map(|i| i.id.clone()).collect();
+    let dets = read_results(&args.predictions, &ids)?;
+    let m = eval::voc::voc_map(&data.ground_truth(), &dets, VOC_CLASSES.len())?;
+    println!("images {}  detections {}", ids.len(), dets.len());
+    print_voc(&m, &VOC_CLASSES);
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<()> {
+    if let Some(EvalTask::Detection(d)) = args.task {
+        return detection(d);
+    }
     let model = args.weights.load()?.model;
     // The classes: the training split's folders where there is one, else the validation
     // split's (evaluation data alone).

@@ -11,6 +11,7 @@ pub mod models;
 pub mod predict;
 pub mod schedule;
 pub mod train;
+pub mod transfer;
 pub mod zoo;
 
 /// A command-line count of at least 1 (`--iters`, `--iters-per-epoch`).

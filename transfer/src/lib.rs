@@ -1,8 +1,59 @@
-//! Transfer learning on zoo backbones (Section 6 of the paper): Faster R-CNN on Pascal VOC
-//! and FCN on ADE20K.
+//! Transfer learning on zoo backbones (Section 6 of the paper).
 //!
-//! The backbones already expose what the heads need — stage outputs C2…C5 through
-//! [`zoo::Classifier::forward_features`], dilated stages for output stride 16 or 8
-//! ([`zoo::ResNetConfig::output_stride`]) and frozen batch norm
-//! ([`zoo::layers::BatchNormConfig::frozen`]); the heads, datasets and their metrics are
-//! built in this crate by the detection and segmentation work.
+//! - [`voc`]: Pascal VOC on disk (the devkit layout, its classes, the results format);
+//!   [`synth_voc`]: a generated dataset in that layout.
+//! - [`detection`]: Faster R-CNN in the C4 layout (GluonCV's `faster_rcnn_resnet50_v1b_voc`,
+//!   the model of the paper's Table 8) on any zoo ResNet, trained by the shared loop of
+//!   [`training::trainer`] as a [`training::trainer::Task`].
+//!
+//! FCN segmentation on ADE20K (Table 9) is not built yet.
+
+#![warn(missing_docs)]
+
+pub mod detection;
+pub mod synth_voc;
+pub mod voc;
+
+use std::path::Path;
+
+/// What can go wrong in transfer learning.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// A bad setting.
+    #[error("{0}")]
+    Config(String),
+    /// A bad or missing file; the message names it.
+    #[error("{0}")]
+    Data(String),
+    /// From the training crate.
+    #[error(transparent)]
+    Training(#[from] training::TrainingError),
+    /// From the zoo.
+    #[error(transparent)]
+    Zoo(Box<zoo::ZooError>),
+    /// From Candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl From<zoo::ZooError> for TransferError {
+    fn from(e: zoo::ZooError) -> Self {
+        Self::Zoo(Box::new(e))
+    }
+}
+
+impl TransferError {
+    /// An error about `path`.
+    pub fn data(path: &Path, what: impl std::fmt::Display) -> Self {
+        Self::Data(format!("{}: {what}", path.display()))
+    }
+}
+
+impl From<TransferError> for training::TrainingError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Training(t) => t,
+            other => training::TrainingError::Config(other.to_string()),
+        }
+    }
+}

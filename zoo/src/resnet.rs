@@ -498,6 +498,37 @@ impl ResNet {
     pub fn config(&self) -> &ResNetConfig {
         &self.cfg
     }
+
+    /// Output channels of stage `stage` (1-based).
+    pub fn stage_channels(&self, stage: usize) -> usize {
+        self.cfg.channels[stage - 1] * self.cfg.block.expansion()
+    }
+
+    /// Runs part of the network on `x` (NCHW): the stem when `stem`, then stages
+    /// `stages` (1-based, inclusive range, possibly empty). What a detector's C4 layout
+    /// needs: stem + stages 1–3 on the image, stage 4 on each region's crop.
+    pub fn forward_stages(
+        &self,
+        x: &Tensor,
+        train: bool,
+        stem: bool,
+        stages: std::ops::RangeInclusive<usize>,
+    ) -> Result<Tensor> {
+        let mut e = crate::walk::Eager::new(x, train, false);
+        let mut act = crate::walk::Act::Nchw(x.clone());
+        if stem {
+            act = self.stem.walk(&mut e, act)?;
+        }
+        for stage in stages {
+            let blocks = self.stages.get(stage.wrapping_sub(1)).ok_or_else(|| {
+                candle_core::Error::Msg(format!("a ResNet has stages 1 to 4, not {stage}"))
+            })?;
+            for block in blocks {
+                act = block.walk(&mut e, &act)?;
+            }
+        }
+        e.nchw(&act)
+    }
 }
 
 impl Network for ResNet {

@@ -66,17 +66,19 @@ fn inside(shape: usize, u: f32, v: f32) -> bool {
     }
 }
 
-fn random_colour<R: Rng>(rng: &mut R) -> [f32; 3] {
+/// A uniformly random RGB colour.
+pub fn random_colour<R: Rng>(rng: &mut R) -> [f32; 3] {
     [0; 3].map(|_| rng.random_range(0.0..255.0))
 }
 
-fn luminance(c: [f32; 3]) -> f32 {
+/// Rec. 601 luma of an RGB colour.
+pub fn luminance(c: [f32; 3]) -> f32 {
     0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
 }
 
 /// A random colour whose luminance differs from `background`'s by at least `contrast`
 /// (for the class object: visible, though never the same colour twice).
-fn contrasting_colour<R: Rng>(rng: &mut R, background: f32, contrast: f32) -> [f32; 3] {
+pub fn contrasting_colour<R: Rng>(rng: &mut R, background: f32, contrast: f32) -> [f32; 3] {
     let mut colour = random_colour(rng);
     for _ in 0..32 {
         if (luminance(colour) - background).abs() >= contrast {
@@ -87,9 +89,10 @@ fn contrasting_colour<R: Rng>(rng: &mut R, background: f32, contrast: f32) -> [f
     colour
 }
 
-/// Paints `shape` in `colour`, centred at (cx, cy) with radius `radius` (pixels), rotated
-/// by `angle`.
-fn paint(
+/// Paints shape `shape` (an index into [`SHAPES`]) in `colour`, centred at (cx, cy) with
+/// radius `radius` (pixels), rotated by `angle`; returns the painted pixels' bounding box
+/// `[x0, y0, x1, y1]` (inclusive), none if the shape fell outside the image.
+pub fn paint(
     img: &mut Image,
     colour: [f32; 3],
     shape: usize,
@@ -97,7 +100,8 @@ fn paint(
     cy: f32,
     radius: f32,
     angle: f32,
-) {
+) -> Option<[usize; 4]> {
+    let mut bbox: Option<[usize; 4]> = None;
     let (s, c) = angle.sin_cos();
     for y in 0..img.height {
         for x in 0..img.width {
@@ -109,9 +113,14 @@ fn paint(
             if inside(shape, u, v) {
                 let i = (y * img.width + x) * 3;
                 img.data[i..i + 3].copy_from_slice(&colour);
+                bbox = Some(match bbox {
+                    None => [x, y, x, y],
+                    Some([x0, y0, x1, y1]) => [x0.min(x), y0.min(y), x1.max(x), y1.max(y)],
+                });
             }
         }
     }
+    bbox
 }
 
 /// One image of class `class`, drawn from `rng`.
@@ -141,7 +150,7 @@ pub fn render<R: Rng>(rng: &mut R, class: usize, classes: usize, size: usize) ->
         let r = n * rng.random_range(0.06..0.12);
         let (cx, cy) = (rng.random_range(0.0..n), rng.random_range(0.0..n));
         let angle = rng.random_range(-0.35..0.35);
-        paint(&mut img, random_colour(rng), other, cx, cy, r, angle);
+        let _ = paint(&mut img, random_colour(rng), other, cx, cy, r, angle);
     }
     // The object.
     let r = n * rng.random_range(0.28..0.42);
@@ -151,7 +160,7 @@ pub fn render<R: Rng>(rng: &mut R, class: usize, classes: usize, size: usize) ->
     );
     let angle = rng.random_range(-0.35..0.35);
     let background = (luminance(a) + luminance(b)) / 2.0;
-    paint(
+    let _ = paint(
         &mut img,
         contrasting_colour(rng, background, 60.0),
         class,
