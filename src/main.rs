@@ -50,6 +50,7 @@ enum Command {
     Train(Box<commands::train::Args>),
     /// Top-1/top-5 and the logit gap of a model on a validation folder; `eval detection`:
     /// the VOC metric of detections in the devkit format.
+    #[command(args_conflicts_with_subcommands = true)]
     Eval(commands::eval::Args),
     /// Fine-tune a zoo backbone for another task (`transfer detect`: Faster R-CNN on VOC).
     Transfer(commands::transfer::Args),

@@ -12,15 +12,23 @@ use training::trainer::evaluate;
 use crate::weights_ref::WeightsArgs;
 
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
     #[command(subcommand)]
     pub task: Option<EvalTask>,
-    #[command(flatten)]
-    pub weights: WeightsArgs,
-    /// Dataset root in the ImageNet layout; its `val` split is evaluated.
+    /// Weights: a safetensors file in timm's names, a run directory, `zoo:NAME[@VERSION]`
+    /// or `hf:OWNER/REPO[@REV]` (required without a subcommand).
     #[arg(long)]
-    pub data: PathBuf,
+    pub weights: Option<zoo::reference::WeightsRef>,
+    /// Architecture, as listed by `tricks models` (needed for a bare safetensors file
+    /// without a timm `config.json` beside it).
+    #[arg(long)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub zoo: crate::weights_ref::ZooArgs,
+    /// Dataset root in the ImageNet layout; its `val` split is evaluated (required without a
+    /// subcommand).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Crop size (default: the model's input size).
     #[arg(long)]
     pub size: Option<usize>,
@@ -95,23 +103,31 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(EvalTask::Detection(d)) = args.task {
         return detection(d);
     }
-    let model = args.weights.load()?.model;
+    let (Some(reference), Some(data)) = (args.weights.clone(), args.data.clone()) else {
+        bail!("tricks eval needs --weights and --data (or a subcommand: tricks eval detection)");
+    };
+    let weights = WeightsArgs {
+        weights: reference,
+        model: args.model.clone(),
+        zoo: args.zoo.clone(),
+    };
+    let model = weights.load()?.model;
     // The classes: the training split's folders where there is one, else the validation
     // split's (evaluation data alone).
-    let split = if args.data.join("train").is_dir() {
+    let split = if data.join("train").is_dir() {
         "train"
     } else {
         "val"
     };
-    let classes = ImageFolder::class_names_of(&args.data, split)?;
-    let val = ImageFolder::open(&args.data, "val", &classes)?;
+    let classes = ImageFolder::class_names_of(&data, split)?;
+    let val = ImageFolder::open(&data, "val", &classes)?;
     // The classifier's size from the model's spec (a probe forward pass would need an input
     // the network accepts: Inception-V3 refuses anything under 75×75).
     let out = model.spec.output_dims();
     if out != classes.len() {
         bail!(
             "{} has {out} classes, the data {}",
-            args.weights.weights,
+            weights.weights,
             classes.len()
         );
     }
