@@ -278,8 +278,8 @@ fn ops_has_no_import_cycle_and_its_kernels_are_leaves() {
 }
 
 #[test]
-fn zoo_training_and_eval_have_no_import_cycle() {
-    for krate in ["zoo", "training", "eval"] {
+fn zoo_training_transfer_and_eval_have_no_import_cycle() {
+    for krate in ["zoo", "training", "transfer", "eval"] {
         assert_acyclic(krate);
     }
 }

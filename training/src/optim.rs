@@ -50,6 +50,19 @@ pub struct Nag {
     cfg: NagConfig,
 }
 
+/// The trainable variables of `vars` (batch-norm buffers and integer tensors excluded),
+/// named, in name order.
+pub fn trainable_vars(vars: &VarMap) -> Vec<(String, Var)> {
+    let data = vars.data().lock().expect("varmap lock poisoned");
+    let mut named: Vec<(String, Var)> = data
+        .iter()
+        .filter(|(name, var)| !zoo::layers::is_buffer(name) && var.dtype().is_float())
+        .map(|(name, var)| (name.clone(), var.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
 /// Whether `name` is a parameter that no-bias-decay exempts: anything of rank 1 (biases,
 /// batch norm γ and β).
 fn is_exempt_from_decay(var: &Var) -> bool {
@@ -60,14 +73,7 @@ impl Nag {
     /// An optimiser over the trainable variables of `vars` (batch-norm buffers and integer
     /// tensors excluded), in name order.
     pub fn new(vars: &VarMap, cfg: NagConfig) -> Self {
-        let data = vars.data().lock().expect("varmap lock poisoned");
-        let mut named: Vec<(String, Var)> = data
-            .iter()
-            .filter(|(name, var)| !zoo::layers::is_buffer(name) && var.dtype().is_float())
-            .map(|(name, var)| (name.clone(), var.clone()))
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        Self::from_vars(named, cfg)
+        Self::from_vars(trainable_vars(vars), cfg)
     }
 
     /// An optimiser over the given named variables.

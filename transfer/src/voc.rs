@@ -449,7 +449,7 @@ mod tests {
             ),
             (GOOD.replace("<width>60</width>", ""), "no <width>"),
             (
-                GOOD.replace("<bndbox><xmin>1", "<box><xmin>1")
+                GOOD.replacen("<bndbox>", "<box>", 1)
                     .replace("<ymax>40</ymax></bndbox>", "<ymax>40</ymax></box>"),
                 "no <bndbox>",
             ),

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::optimisation::{check_real, out_of_domain, parse_toml};
+use super::optimisation::{check_real, out_of_domain, parse_validated, recipe_text};
 use super::{LrSchedule, Optimisation, MAX_COUNT};
 use crate::schedule::Schedule;
 use crate::TrainingError;
@@ -265,26 +265,17 @@ pub const SHIPPED_DETECTION: [(&str, &str); 1] =
     [("detection", include_str!("../../../recipes/detection.toml"))];
 
 impl DetectionRecipe {
-    /// Parses and validates a detection recipe from TOML; `origin` names it in errors.
+    /// Parses and validates a recipe from TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, TrainingError> {
-        let recipe: Self = parse_toml(text, origin).map_err(TrainingError::Config)?;
-        recipe
-            .validate()
-            .map_err(|e| TrainingError::Config(format!("recipe {origin}: {e}")))?;
-        Ok(recipe)
+        parse_validated(text, origin, Self::validate)
     }
 
     /// A shipped recipe by name, or a TOML file by path.
     pub fn load(name_or_path: &str) -> Result<Self, TrainingError> {
-        if let Some((_, text)) = SHIPPED_DETECTION.iter().find(|(n, _)| *n == name_or_path) {
-            return Self::parse(text, name_or_path);
-        }
-        let text = std::fs::read_to_string(name_or_path).map_err(|e| {
-            TrainingError::Config(format!(
-                "detection recipe `{name_or_path}` is neither shipped (detection) nor a readable file: {e}"
-            ))
-        })?;
-        Self::parse(&text, name_or_path)
+        Self::parse(
+            &recipe_text(name_or_path, &SHIPPED_DETECTION)?,
+            name_or_path,
+        )
     }
 
     /// Checks every setting.

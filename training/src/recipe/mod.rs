@@ -19,7 +19,7 @@ pub use detection::{
     SHIPPED_DETECTION, TORCHVISION_TEST_FILTER,
 };
 pub use optimisation::Optimisation;
-use optimisation::{check_real, parse_toml};
+use optimisation::{check_real, parse_validated, recipe_text};
 
 /// The linear scaling rule's reference for classification (Section 3.1): η = 0.1 for a
 /// batch of 256.
@@ -114,29 +114,14 @@ pub const SHIPPED: [(&str, &str); 3] = [
 ];
 
 impl Recipe {
-    /// Parses a recipe from TOML text; `origin` names it in errors.
+    /// Parses and validates a recipe from TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, TrainingError> {
-        let recipe: Recipe = parse_toml(text, origin).map_err(TrainingError::Config)?;
-        recipe
-            .validate()
-            .map_err(|e| TrainingError::Config(format!("recipe {origin}: {e}")))?;
-        Ok(recipe)
+        parse_validated(text, origin, Self::validate)
     }
 
     /// A shipped recipe by name, or a TOML file by path.
     pub fn load(name_or_path: &str) -> Result<Self, TrainingError> {
-        if let Some((_, text)) = SHIPPED.iter().find(|(n, _)| *n == name_or_path) {
-            return Self::parse(text, name_or_path);
-        }
-        let path = std::path::Path::new(name_or_path);
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let names: Vec<&str> = SHIPPED.iter().map(|(n, _)| *n).collect();
-            TrainingError::Config(format!(
-                "recipe `{name_or_path}` is neither shipped ({}) nor a readable file: {e}",
-                names.join(", ")
-            ))
-        })?;
-        Self::parse(&text, name_or_path)
+        Self::parse(&recipe_text(name_or_path, &SHIPPED)?, name_or_path)
     }
 
     /// The recipe as TOML (what a run directory records).

@@ -228,3 +228,34 @@ fn unknown_key(given: &toml::Table, known: &toml::Table, prefix: &str) -> Option
     }
     None
 }
+
+/// Parses a recipe with [`parse_toml`] and checks it with `validate`; errors name `origin`.
+pub(crate) fn parse_validated<T>(
+    text: &str,
+    origin: &str,
+    validate: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, crate::TrainingError>
+where
+    T: serde::de::DeserializeOwned + Serialize,
+{
+    let recipe: T = parse_toml(text, origin).map_err(crate::TrainingError::Config)?;
+    validate(&recipe).map_err(|e| crate::TrainingError::Config(format!("recipe {origin}: {e}")))?;
+    Ok(recipe)
+}
+
+/// The text of a shipped recipe by name, or of a TOML file by path, with its origin.
+pub(crate) fn recipe_text(
+    name_or_path: &str,
+    shipped: &[(&str, &str)],
+) -> Result<String, crate::TrainingError> {
+    if let Some((_, text)) = shipped.iter().find(|(n, _)| *n == name_or_path) {
+        return Ok(text.to_string());
+    }
+    std::fs::read_to_string(name_or_path).map_err(|e| {
+        let names: Vec<&str> = shipped.iter().map(|(n, _)| *n).collect();
+        crate::TrainingError::Config(format!(
+            "recipe `{name_or_path}` is neither shipped ({}) nor a readable file: {e}",
+            names.join(", ")
+        ))
+    })
+}

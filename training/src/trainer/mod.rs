@@ -77,14 +77,7 @@ pub trait Task {
 
     /// The variables the optimiser updates, named, in a fixed order.
     fn trainable(&self) -> Vec<(String, Var)> {
-        let data = self.vars().data().lock().expect("varmap lock poisoned");
-        let mut named: Vec<(String, Var)> = data
-            .iter()
-            .filter(|(name, var)| !zoo::layers::is_buffer(name) && var.dtype().is_float())
-            .map(|(name, var)| (name.clone(), var.clone()))
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        named
+        crate::optim::trainable_vars(self.vars())
     }
 
     /// Training batches in one epoch.
