@@ -240,7 +240,13 @@ fn detect(args: DetectArgs) -> Result<()> {
     }
     let run = trainer.run_dir().root().to_path_buf();
     let dir = run.join(transfer::detection::task::DETECTIONS);
-    let m = trainer.task().evaluate_into(&dir)?;
+    // Every epoch's evaluation wrote the test detections there: score those rather than
+    // detecting again (a run resumed before its first epoch ended has none yet).
+    let m = if dir.is_dir() {
+        trainer.task().score(&dir)?
+    } else {
+        trainer.task().evaluate_into(&dir)?
+    };
     crate::commands::eval::print_voc(&m, &VOC_CLASSES);
     println!("detections in the devkit format: {}", dir.display());
     if metrics.is_empty() {

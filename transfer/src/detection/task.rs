@@ -188,11 +188,20 @@ impl Detection {
                 }
             }
         }
-        let ids: Vec<String> = self.test_set.images.iter().map(|i| i.id.clone()).collect();
-        voc::write_results(dir, &ids, &dets)?;
-        let read = voc::read_results(dir, &ids)?;
+        voc::write_results(dir, &self.test_ids(), &dets)?;
+        self.score(dir)
+    }
+
+    /// Scores the devkit results under `dir` (as the last evaluation wrote them) against the
+    /// test split, with the code of `tricks eval detection`.
+    pub fn score(&self, dir: &Path) -> Result<eval::voc::VocMap, TransferError> {
+        let read = voc::read_results(dir, &self.test_ids())?;
         eval::voc::voc_map(&self.test_set.ground_truth(), &read, VOC_CLASSES.len())
             .map_err(|e| TransferError::Config(e.to_string()))
+    }
+
+    fn test_ids(&self) -> Vec<String> {
+        self.test_set.images.iter().map(|i| i.id.clone()).collect()
     }
 }
 
