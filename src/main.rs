@@ -20,6 +20,7 @@ fn keep_freed_memory() {
 
 mod commands;
 mod device;
+mod draw;
 mod plot;
 mod progress;
 mod weights_ref;
@@ -58,11 +59,11 @@ enum Command {
     Schedule(Box<commands::schedule::Args>),
     /// Time inference or a training step (forward, backward, NAG update) of a model.
     Bench(commands::bench::Args),
-    /// Export a checkpoint: safetensors + timm config.json, and ONNX.
+    /// Export a checkpoint: safetensors + config.json (timm's for a classifier), and ONNX.
     Export(commands::export::Args),
     /// The model zoo: list, show, verify, publish; pull from and push to the Hugging Face Hub.
     Zoo(commands::zoo::Args),
-    /// The top classes of a model for each image.
+    /// For each image: a classifier's top classes, or a detector's boxes drawn and as JSON.
     Predict(commands::predict::Args),
 }
 

@@ -42,7 +42,7 @@ pub enum Corner {
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 500;
 /// The font family every text of a figure is drawn in.
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Line colours, in series order (matplotlib's first four, which readers know).
 const COLOURS: [RGBColor; 4] = [
@@ -52,7 +52,8 @@ const COLOURS: [RGBColor; 4] = [
     RGBColor(148, 103, 189),
 ];
 
-fn register_bundled_font() {
+/// Makes the bundled font the one [`FONT`] names (once per process).
+pub(crate) fn register_bundled_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let bytes: &'static [u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");

@@ -1,27 +1,53 @@
-//! `tricks predict`: the top classes of a model for each image, with their names,
-//! preprocessing each image as the weights' input configuration says.
+//! `tricks predict`: what a model sees in each image. A classifier prints its top classes
+//! with their names, preprocessing each image as the weights' input configuration says; a
+//! detector writes, per image, the image with its boxes drawn (`NAME.png`) and its
+//! detections (`NAME.json`) under `--out`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, D};
+use serde::Serialize;
 use training::data::pretrained::preprocess;
+use training::data::Image;
+use transfer::detection::SavedDetector;
+use zoo::registry::Task;
 
+use crate::draw::{draw_boxes, Labelled};
 use crate::weights_ref::WeightsArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub weights: WeightsArgs,
-    /// How many classes to print per image.
+    /// How many classes to print per image (classifier).
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// Where a detector writes `NAME.png` (the boxes drawn) and `NAME.json` (every
+    /// detection) per image.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Boxes scoring at least this are drawn and printed (detector; the JSON has all).
+    #[arg(long, default_value_t = 0.5)]
+    pub draw_threshold: f64,
     /// Images (JPEG or PNG).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let ctx = args.weights.zoo.context();
+    match transfer::detection::task_of(&args.weights.weights, &ctx)? {
+        Task::Classification => classify(&args),
+        Task::Detection => detect(&args),
+        Task::Segmentation => bail!(
+            "{} is a segmenter: this build predicts with classifiers and detectors",
+            args.weights.weights
+        ),
+    }
+}
+
+fn classify(args: &Args) -> Result<()> {
     let loaded = args.weights.load()?;
     let classes = loaded.model.spec.num_classes();
     if classes == 0 {
@@ -63,4 +89,97 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One detection in the JSON file.
+#[derive(Serialize)]
+struct JsonDetection<'a> {
+    class: &'a str,
+    class_index: usize,
+    score: f32,
+    /// `[x1, y1, x2, y2]` in the image's pixels, continuous, 0-based.
+    #[serde(rename = "box")]
+    bbox: [f32; 4],
+}
+
+/// The JSON file of one image.
+#[derive(Serialize)]
+struct JsonImage<'a> {
+    image: String,
+    width: usize,
+    height: usize,
+    detections: Vec<JsonDetection<'a>>,
+}
+
+fn detect(args: &Args) -> Result<()> {
+    let Some(out) = &args.out else {
+        bail!("a detector draws its boxes: give --out DIR for the PNG and JSON files");
+    };
+    if !(0.0..=1.0).contains(&args.draw_threshold) {
+        bail!("--draw-threshold {} must be in [0, 1]", args.draw_threshold);
+    }
+    let det = SavedDetector::load(&args.weights.weights, &args.weights.zoo.context())?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let names = &det.config.label_names;
+    let mut stems = std::collections::HashSet::new();
+    for path in &args.images {
+        let stem = file_stem(path)?;
+        if !stems.insert(stem.clone()) {
+            bail!(
+                "{}: two images named {stem} would write the same files under {}",
+                path.display(),
+                out.display()
+            );
+        }
+        let img = Image::open(path).map_err(anyhow::Error::msg)?;
+        let d = det.predict(&img)?;
+        let detections: Vec<JsonDetection> = (0..d.boxes.len())
+            .map(|k| JsonDetection {
+                class: &names[d.classes[k]],
+                class_index: d.classes[k],
+                score: d.scores[k],
+                bbox: d.boxes[k],
+            })
+            .collect();
+        let shown: Vec<Labelled> = detections
+            .iter()
+            .filter(|j| j.score as f64 >= args.draw_threshold)
+            .map(|j| Labelled {
+                bbox: j.bbox,
+                caption: format!("{} {:.2}", j.class, j.score),
+                class: j.class_index,
+            })
+            .collect();
+        let png = out.join(format!("{stem}.png"));
+        draw_boxes(&img, &shown, &png).map_err(anyhow::Error::msg)?;
+        let json = out.join(format!("{stem}.json"));
+        let doc = JsonImage {
+            image: path.display().to_string(),
+            width: img.width,
+            height: img.height,
+            detections,
+        };
+        let text = serde_json::to_string_pretty(&doc)?;
+        zoo::atomic::write(&json, text.as_bytes())
+            .with_context(|| format!("writing {}", json.display()))?;
+        println!(
+            "{}: {} detections, {} at score ≥ {} → {}",
+            path.display(),
+            doc.detections.len(),
+            shown.len(),
+            args.draw_threshold,
+            png.display()
+        );
+        for l in &shown {
+            let [x1, y1, x2, y2] = l.bbox;
+            println!("  {:<24} [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]", l.caption);
+        }
+    }
+    Ok(())
+}
+
+fn file_stem(path: &Path) -> Result<String> {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .with_context(|| format!("{}: not a file name", path.display()))
 }

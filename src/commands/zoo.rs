@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use transfer::detection::SavedDetector;
 use zoo::local::{sha256_file, FileCheck};
 use zoo::publish::PublishRequest;
 use zoo::reference::WeightsRef;
-use zoo::registry::{Entry, EntryRef, Version};
+use zoo::registry::{Entry, EntryRef, Task, Version};
 
 use crate::weights_ref::ZooArgs;
 
@@ -79,6 +80,10 @@ pub struct PublishArgs {
     /// NAME@VERSION this checkpoint was fine-tuned from.
     #[arg(long)]
     pub parent: Option<String>,
+    /// A detector's ONNX input size, HEIGHTxWIDTH (default: its shorter side `min_size`,
+    /// 4:3 landscape).
+    #[arg(long, value_parser = crate::commands::export::parse_size)]
+    pub onnx_size: Option<[usize; 2]>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -101,22 +106,43 @@ fn metric(e: &Entry, key: &str) -> String {
     e.metrics.get(key).map_or("-".into(), |v| format!("{v:.2}"))
 }
 
+/// An entry's headline metrics: top-1/top-5 of a classifier, the two mAPs of a detector.
+fn headline(e: &Entry) -> [String; 2] {
+    let keys = match e.task {
+        Task::Classification => ["top1", "top5"],
+        Task::Detection => ["map07", "map"],
+        Task::Segmentation => ["pixacc", "miou"],
+    };
+    keys.map(|k| metric(e, k))
+}
+
 fn list(args: &ZooArgs) -> Result<()> {
+    // The two metric columns: top-1/top-5 of classifiers, VOC2007/area mAP of detectors.
     println!(
-        "{:<36} {:<8} {:<16} {:<12} {:>6} {:>6}  {:<8} {:<7}",
-        "name", "version", "architecture", "dataset", "top1", "top5", "registry", "sha256"
+        "{:<36} {:<8} {:<14} {:<16} {:<12} {:>10} {:>8}  {:<8} {:<7}",
+        "name",
+        "version",
+        "task",
+        "architecture",
+        "dataset",
+        "top1|map07",
+        "top5|map",
+        "registry",
+        "sha256"
     );
     for (origin, registry) in args.context().registries()? {
         for e in &registry.models {
             let pinned = e.files.iter().all(|f| f.sha256.is_some());
+            let [m1, m2] = headline(e);
             println!(
-                "{:<36} {:<8} {:<16} {:<12} {:>6} {:>6}  {:<8} {:<7}",
+                "{:<36} {:<8} {:<14} {:<16} {:<12} {:>10} {:>8}  {:<8} {:<7}",
                 e.name,
                 e.version.to_string(),
+                e.task.as_str(),
                 e.architecture,
                 e.dataset,
-                metric(e, "top1"),
-                metric(e, "top5"),
+                m1,
+                m2,
                 origin.label(),
                 if pinned { "pinned" } else { "-" }
             );
@@ -216,7 +242,6 @@ fn pin(args: &ZooArgs, entry: &EntryRef, registry: &Path) -> Result<()> {
 
 fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
     let ctx = args.context();
-    let loaded = training::weights::load(&p.checkpoint, p.model.as_deref(), &ctx)?;
     let request = PublishRequest {
         name: p.name,
         version: p.version,
@@ -225,7 +250,20 @@ fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
         parent: p.parent,
         source: format!("exported from {}", p.checkpoint),
     };
-    let entry = zoo::publish::publish(&ctx, &loaded, request)?;
+    let entry = match transfer::detection::task_of(&p.checkpoint, &ctx)? {
+        Task::Detection => {
+            let det = SavedDetector::load(&p.checkpoint, &ctx)?;
+            let size = p.onnx_size.unwrap_or_else(|| det.default_onnx_size());
+            det.publish(&ctx, request, size)?
+        }
+        _ => {
+            if p.onnx_size.is_some() {
+                bail!("--onnx-size is for detectors: a classifier's ONNX graph takes any size");
+            }
+            let loaded = training::weights::load(&p.checkpoint, p.model.as_deref(), &ctx)?;
+            zoo::publish::publish(&ctx, &loaded, request)?
+        }
+    };
     let zoo = &ctx.local;
     println!("published {} in {}", entry.id(), zoo.root().display());
     for f in &entry.files {

@@ -251,6 +251,7 @@ mod tests {
         Entry {
             name: name.into(),
             version,
+            task: Default::default(),
             architecture: "resnet10d_tiny".into(),
             dataset: "shapes".into(),
             num_classes: 10,

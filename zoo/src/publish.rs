@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::export::{export, ExportFormats};
+use crate::export::{export, ExportFormats, ExportedFiles};
 use crate::local::{sha256_file, LocalZoo};
 use crate::reference::{Loaded, RegistryKind, ZooContext};
-use crate::registry::{Entry, EntryRef, Origin, Registry, Version};
+use crate::registry::{Entry, EntryRef, Origin, Registry, Task, Version};
 use crate::{Result, ZooError};
 
 /// What `publish` is asked beyond the checkpoint itself.
@@ -43,13 +43,57 @@ pub fn now_rfc3339() -> String {
 
 /// Exports `loaded` (safetensors, config and ONNX) and adds it to the local zoo.
 pub fn publish(ctx: &ZooContext, loaded: &Loaded, req: PublishRequest) -> Result<Entry> {
-    let parent = req.parent.or_else(|| loaded.provenance.parent.clone());
-    if let Some(parent) = &parent {
+    let prov = loaded.provenance.clone();
+    let entry = Entry {
+        name: req.name.clone(),
+        version: req.version,
+        task: Task::Classification,
+        architecture: loaded.model.spec.name.clone(),
+        dataset: req
+            .dataset
+            .or(prov.dataset)
+            .unwrap_or_else(|| "unknown".into()),
+        num_classes: loaded.model.spec.num_classes(),
+        recipe: prov.recipe,
+        source: prov.source.or(Some(req.source)),
+        tricks: prov.tricks,
+        parent: req.parent.or(prov.parent),
+        license: req
+            .license
+            .or(prov.license)
+            .unwrap_or_else(|| "apache-2.0".into()),
+        created: now_rfc3339(),
+        notes: None,
+        metrics: prov.metrics,
+        input: loaded.meta.input.clone(),
+        origin: Origin {
+            hub: None,
+            revision: None,
+        },
+        files: vec![],
+    };
+    let mut meta = loaded.meta.clone();
+    meta.tag = req.name.split_once('.').map(|(_, t)| t.to_string());
+    let formats = ExportFormats {
+        safetensors: true,
+        onnx: true,
+    };
+    publish_exported(ctx, entry, |dir| export(&loaded.model, &meta, formats, dir))
+}
+
+/// Adds `entry` to the local zoo with the files `export` writes into a fresh staging
+/// directory (removed afterwards, whatever happens). The parent, when the entry names one,
+/// must be `NAME@VERSION` of an entry of either registry. Every task publishes through
+/// here: classifiers by [`publish`], detectors and segmenters by the crate that knows them.
+pub fn publish_exported<E: From<ZooError>>(
+    ctx: &ZooContext,
+    entry: Entry,
+    export: impl FnOnce(&Path) -> std::result::Result<ExportedFiles, E>,
+) -> std::result::Result<Entry, E> {
+    if let Some(parent) = &entry.parent {
         let r: EntryRef = parent.parse()?;
         if r.version.is_none() {
-            return Err(ZooError::Config(format!(
-                "parent `{parent}`: give NAME@VERSION"
-            )));
+            return Err(ZooError::Config(format!("parent `{parent}`: give NAME@VERSION")).into());
         }
         ctx.find_entry(&r).map_err(|_| {
             ZooError::Config(format!(
@@ -58,44 +102,8 @@ pub fn publish(ctx: &ZooContext, loaded: &Loaded, req: PublishRequest) -> Result
         })?;
     }
     let zoo = &ctx.local;
-    let staging = staging_dir(zoo, &format!("publish-{}", req.name))?;
-    let mut meta = loaded.meta.clone();
-    meta.tag = req.name.split_once('.').map(|(_, t)| t.to_string());
-    let formats = ExportFormats {
-        safetensors: true,
-        onnx: true,
-    };
-    let result = export(&loaded.model, &meta, formats, &staging).and_then(|files| {
-        let prov = loaded.provenance.clone();
-        let entry = Entry {
-            name: req.name.clone(),
-            version: req.version,
-            architecture: loaded.model.spec.name.clone(),
-            dataset: req
-                .dataset
-                .or(prov.dataset)
-                .unwrap_or_else(|| "unknown".into()),
-            num_classes: loaded.model.spec.num_classes(),
-            recipe: prov.recipe,
-            source: prov.source.or(Some(req.source)),
-            tricks: prov.tricks,
-            parent,
-            license: req
-                .license
-                .or(prov.license)
-                .unwrap_or_else(|| "apache-2.0".into()),
-            created: now_rfc3339(),
-            notes: None,
-            metrics: prov.metrics,
-            input: loaded.meta.input.clone(),
-            origin: Origin {
-                hub: None,
-                revision: None,
-            },
-            files: vec![],
-        };
-        zoo.publish(entry, &files)
-    });
+    let staging = staging_dir(zoo, &format!("publish-{}", entry.name))?;
+    let result = export(&staging).and_then(|files| Ok(zoo.publish(entry, &files)?));
     let _ = std::fs::remove_dir_all(&staging);
     result
 }

@@ -42,11 +42,15 @@ pub struct Entry {
     pub name: String,
     /// Semantic version `MAJOR.MINOR.PATCH`.
     pub version: Version,
-    /// The zoo architecture (`tricks models`) the weights are for.
+    /// What the model does; classification when absent.
+    #[serde(default, skip_serializing_if = "Task::is_classification")]
+    pub task: Task,
+    /// The zoo architecture (`tricks models`) the weights are for; for a detector or a
+    /// segmenter, its backbone's (the heads are described by its `config.json`).
     pub architecture: String,
     /// The dataset it was trained (or fine-tuned) on: `imagenet-1k`, `voc2007`, ….
     pub dataset: String,
-    /// Classes of its classifier.
+    /// Classes of its classifier (of a detector: object classes, background not counted).
     pub num_classes: usize,
     /// The recipe it was trained with (a recipe name or file), when we trained it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +80,41 @@ pub struct Entry {
     pub origin: Origin,
     /// Its files.
     pub files: Vec<FileEntry>,
+}
+
+/// What a published model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// An image classifier (timm's layout).
+    #[default]
+    Classification,
+    /// An object detector (Faster R-CNN on a zoo backbone, Section 6.1).
+    Detection,
+    /// A semantic segmenter (FCN on a zoo backbone, Section 6.2).
+    Segmentation,
+}
+
+impl Task {
+    /// Whether this is the default, [`Task::Classification`].
+    pub fn is_classification(&self) -> bool {
+        *self == Task::Classification
+    }
+
+    /// The lower-case name used in files (`classification`, `detection`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Detection => "detection",
+            Task::Segmentation => "segmentation",
+        }
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The input configuration, as timm's `pretrained_cfg` describes it.
@@ -328,6 +367,12 @@ impl Entry {
         if self.file(FileRole::Safetensors).is_none() {
             return Err("files must include the weights (role = \"safetensors\")".into());
         }
+        if !self.task.is_classification() && self.file(FileRole::Config).is_none() {
+            return Err(format!(
+                "a {} entry needs its config.json (role = \"config\"): it describes the heads",
+                self.task
+            ));
+        }
         let mut roles = HashSet::new();
         for file in &self.files {
             if !roles.insert(file.role) {
@@ -579,6 +624,16 @@ files = [{ role = "safetensors", path = "model.safetensors" }]
                 "relative",
             ),
             ("role = \"safetensors\"", "role = \"onnx\"", "weights"),
+            (
+                "architecture = \"resnet50d\"",
+                "task = \"detection\"\narchitecture = \"resnet50d\"",
+                "config.json",
+            ),
+            (
+                "architecture = \"resnet50d\"",
+                "task = \"captioning\"\narchitecture = \"resnet50d\"",
+                "unknown variant",
+            ),
         ];
         for (from, to, expected) in cases {
             assert!(ENTRY.contains(from), "{from}");
@@ -592,6 +647,27 @@ files = [{ role = "safetensors", path = "model.safetensors" }]
             err.contains("appear twice") && err.contains("line 20"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_detector_entry_states_its_task_and_round_trips() {
+        let text = ENTRY
+            .replace(
+                "architecture = \"resnet50d\"",
+                "task = \"detection\"\narchitecture = \"resnet50d\"",
+            )
+            .replace(
+                "files = [",
+                "files = [{ role = \"config\", path = \"config.json\" }, ",
+            );
+        let registry = Registry::parse(&text, "x.toml").unwrap();
+        assert_eq!(registry.models[0].task, Task::Detection);
+        let written = registry.to_toml().unwrap();
+        assert!(written.contains("task = \"detection\""), "{written}");
+        assert_eq!(Registry::parse(&written, "y.toml").unwrap(), registry);
+        // A classifier's entry does not mention its task.
+        let plain = Registry::parse(ENTRY, "x.toml").unwrap().to_toml().unwrap();
+        assert!(!plain.contains("task"), "{plain}");
     }
 
     #[test]

@@ -515,19 +515,32 @@ impl ResNet {
         stages: std::ops::RangeInclusive<usize>,
     ) -> Result<Tensor> {
         let mut e = crate::walk::Eager::new(x, train, false);
-        let mut act = crate::walk::Act::Nchw(x.clone());
+        let act = self.walk_stages(&mut e, crate::walk::Act::Nchw(x.clone()), stem, stages)?;
+        e.nchw(&act)
+    }
+
+    /// The walk of part of the network (as [`Self::forward_stages`] runs it) on any
+    /// walker: the ONNX graph of a detector writes its two halves with it.
+    pub fn walk_stages<W: Walker>(
+        &self,
+        w: &mut W,
+        x: W::Value,
+        stem: bool,
+        stages: std::ops::RangeInclusive<usize>,
+    ) -> WalkResult<W, W::Value> {
+        let mut x = x;
         if stem {
-            act = self.stem.walk(&mut e, act)?;
+            x = self.stem.walk(w, x)?;
         }
         for stage in stages {
             let blocks = self.stages.get(stage.wrapping_sub(1)).ok_or_else(|| {
                 candle_core::Error::Msg(format!("a ResNet has stages 1 to 4, not {stage}"))
             })?;
             for block in blocks {
-                act = block.walk(&mut e, &act)?;
+                x = block.walk(w, &x)?;
             }
         }
-        e.nchw(&act)
+        Ok(x)
     }
 }
 

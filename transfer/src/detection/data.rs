@@ -24,6 +24,39 @@ pub fn resize_scale((h, w): (usize, usize), min_size: usize, max_size: usize) ->
     }
 }
 
+/// `img` resized as the detector takes it ([`resize_scale`] with the recipe's sizes), and
+/// the scale (resized over original).
+pub fn resize_for_detection(img: &Image, cfg: &DetectionConfig) -> (Image, f64) {
+    let scale = resize_scale((img.height, img.width), cfg.min_size, cfg.max_size);
+    let (h, w) = (
+        ((img.height as f64 * scale).round() as usize).max(1),
+        ((img.width as f64 * scale).round() as usize).max(1),
+    );
+    (img.resize(w, h), scale)
+}
+
+/// One image as a batch of one for the detector, without targets: what `tricks predict`
+/// runs.
+pub fn single_image_batch(
+    img: &Image,
+    cfg: &DetectionConfig,
+) -> candle_core::Result<DetectionBatch> {
+    let (resized, scale) = resize_for_detection(img, cfg);
+    let (h, w) = (resized.height, resized.width);
+    let images = Tensor::from_vec(normalize(&resized), (1, 3, h, w), &Device::Cpu)?;
+    Ok(DetectionBatch {
+        images,
+        samples: vec![Sample {
+            index: 0,
+            pixels: Vec::new(),
+            size: (h, w),
+            scale,
+            boxes: Vec::new(),
+            classes: Vec::new(),
+        }],
+    })
+}
+
 /// One transformed image and its targets.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -85,16 +118,8 @@ impl Source for VocSource {
                 meta.size.1
             ));
         }
-        let scale = resize_scale(
-            (img.height, img.width),
-            self.cfg.min_size,
-            self.cfg.max_size,
-        );
-        let (h, w) = (
-            ((img.height as f64 * scale).round() as usize).max(1),
-            ((img.width as f64 * scale).round() as usize).max(1),
-        );
-        let mut resized = img.resize(w, h);
+        let (mut resized, scale) = resize_for_detection(&img, &self.cfg);
+        let (h, w) = (resized.height, resized.width);
         let flip = match rng {
             Some(rng) => rng.random_bool(self.cfg.flip_prob),
             None => false,

@@ -36,11 +36,11 @@ pub const BACKBONE: &str = "backbone";
 pub struct FasterRcnn {
     /// The ResNet (no classifier, batch norm frozen).
     pub backbone: ResNet,
-    rpn: [Tensor; 6],
-    rcnn: [Tensor; 4],
-    cfg: DetectionConfig,
-    anchors: Vec<[f32; 4]>,
-    classes: usize,
+    pub(super) rpn: [Tensor; 6],
+    pub(super) rcnn: [Tensor; 4],
+    pub(super) cfg: DetectionConfig,
+    pub(super) anchors: Vec<[f32; 4]>,
+    pub(super) classes: usize,
 }
 
 /// One image's detections, in the input image's (original) pixels, continuous 0-based.
@@ -160,6 +160,16 @@ impl FasterRcnn {
         })
     }
 
+    /// The head settings it was built with.
+    pub fn config(&self) -> &DetectionConfig {
+        &self.cfg
+    }
+
+    /// Object classes (background not counted).
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
     /// Copies a classifier's weights (a safetensors file of the backbone's architecture,
     /// timm's names) into `backbone.*` of `vars`; its classifier (`fc.*`) is dropped, the
     /// heads keep their values. A tensor missing, misshapen or unknown is an error.
@@ -207,7 +217,7 @@ impl FasterRcnn {
     }
 
     /// The stride-16 feature map: stem and the frozen stages without a graph, the rest with.
-    fn features(&self, images: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    pub(super) fn features(&self, images: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let first = self.cfg.train_from_stage.clamp(1, 4);
         let frozen = self
             .backbone

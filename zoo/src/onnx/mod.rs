@@ -47,7 +47,8 @@ pub struct OnnxGraph {
     counter: usize,
 }
 
-fn ints(name: &str, values: &[usize]) -> AttributeProto {
+/// An `ints` attribute.
+pub fn ints(name: &str, values: &[usize]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Ints as i32,
@@ -56,7 +57,8 @@ fn ints(name: &str, values: &[usize]) -> AttributeProto {
     }
 }
 
-fn int(name: &str, value: i64) -> AttributeProto {
+/// An `int` attribute.
+pub fn int(name: &str, value: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,
@@ -65,11 +67,55 @@ fn int(name: &str, value: i64) -> AttributeProto {
     }
 }
 
-fn float(name: &str, value: f32) -> AttributeProto {
+/// A `float` attribute.
+pub fn float(name: &str, value: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Float as i32,
         f: value,
+        ..Default::default()
+    }
+}
+
+/// A `string` attribute.
+pub fn string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: value.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A dimension of a graph input's or output's shape.
+#[derive(Debug, Clone, Copy)]
+pub enum Dim<'a> {
+    /// A fixed size.
+    Fixed(usize),
+    /// A named size known at run time (`batch`, `detections`).
+    Named(&'a str),
+}
+
+/// The description of a graph input or output: name, element type, shape.
+pub fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
+    let dim = |d: &Dim| Dimension {
+        value: Some(match d {
+            Dim::Fixed(n) => dimension::Value::DimValue(*n as i64),
+            Dim::Named(s) => dimension::Value::DimParam(s.to_string()),
+        }),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(TensorShapeProto {
+                    dim: dims.iter().map(dim).collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -93,6 +139,55 @@ impl OnnxGraph {
             ..Default::default()
         });
         output
+    }
+
+    /// Adds a node of type `op` with `outputs` outputs and returns their names.
+    pub fn node_n(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+        outputs: usize,
+    ) -> Vec<String> {
+        self.counter += 1;
+        let names: Vec<String> = (0..outputs)
+            .map(|k| format!("{}_{}_{k}", op.to_lowercase(), self.counter))
+            .collect();
+        self.nodes.push(NodeProto {
+            name: format!("{op}_{}", self.counter),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: names.clone(),
+            attribute: attributes,
+            ..Default::default()
+        });
+        names
+    }
+
+    /// A float constant of shape `dims` (an initializer with a fresh name).
+    pub fn constant(&mut self, dims: &[usize], values: &[f32]) -> String {
+        assert_eq!(
+            dims.iter().product::<usize>(),
+            values.len(),
+            "constant shape"
+        );
+        self.counter += 1;
+        let name = format!("const_{}", self.counter);
+        self.initializers.push(TensorProto {
+            name: name.clone(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: DataType::Float as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// A one-dimensional int64 constant (axes, shapes, indices) with a fresh name.
+    pub fn constant_i64(&mut self, values: &[i64]) -> String {
+        self.counter += 1;
+        let name = format!("const_i64_{}", self.counter);
+        self.int64_initializer(&name, values)
     }
 
     /// Adds `tensor` as a float initializer called `name` and returns the name.
@@ -244,44 +339,44 @@ impl OnnxGraph {
 
     /// The finished model, its input `(batch, in_chans, height, width)` and output `output`
     /// renamed to [`OUTPUT`].
-    pub fn finish(mut self, output: &str, in_chans: usize, out_dims: usize) -> ModelProto {
+    pub fn finish(self, output: &str, in_chans: usize, out_dims: usize) -> ModelProto {
+        let input = value_info(
+            INPUT,
+            DataType::Float,
+            &[
+                Dim::Named("batch"),
+                Dim::Fixed(in_chans),
+                Dim::Named("height"),
+                Dim::Named("width"),
+            ],
+        );
+        let out = value_info(
+            OUTPUT,
+            DataType::Float,
+            &[Dim::Named("batch"), Dim::Fixed(out_dims)],
+        );
+        self.finish_with(vec![input], vec![(output.to_string(), out)])
+    }
+
+    /// The finished model with graph inputs `inputs` and outputs `outputs`: each value of
+    /// the graph is renamed to its output's name.
+    pub fn finish_with(
+        mut self,
+        inputs: Vec<ValueInfoProto>,
+        outputs: Vec<(String, ValueInfoProto)>,
+    ) -> ModelProto {
         for node in &mut self.nodes {
             for o in &mut node.output {
-                if o == output {
-                    *o = OUTPUT.into();
+                if let Some((_, info)) = outputs.iter().find(|(v, _)| v == o) {
+                    *o = info.name.clone();
+                }
+            }
+            for i in &mut node.input {
+                if let Some((_, info)) = outputs.iter().find(|(v, _)| v == i) {
+                    *i = info.name.clone();
                 }
             }
         }
-        let dim = |value: dimension::Value| Dimension {
-            value: Some(value),
-            ..Default::default()
-        };
-        let tensor = |dims: Vec<Dimension>| TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto { dim: dims }),
-            })),
-            ..Default::default()
-        };
-        let param = |s: &str| dim(dimension::Value::DimParam(s.into()));
-        let input = ValueInfoProto {
-            name: INPUT.into(),
-            r#type: Some(tensor(vec![
-                param("batch"),
-                dim(dimension::Value::DimValue(in_chans as i64)),
-                param("height"),
-                param("width"),
-            ])),
-            ..Default::default()
-        };
-        let output = ValueInfoProto {
-            name: OUTPUT.into(),
-            r#type: Some(tensor(vec![
-                param("batch"),
-                dim(dimension::Value::DimValue(out_dims as i64)),
-            ])),
-            ..Default::default()
-        };
         ModelProto {
             ir_version: IR_VERSION,
             opset_import: vec![OperatorSetIdProto {
@@ -294,8 +389,8 @@ impl OnnxGraph {
                 name: "tricks".into(),
                 node: self.nodes,
                 initializer: self.initializers,
-                input: vec![input],
-                output: vec![output],
+                input: inputs,
+                output: outputs.into_iter().map(|(_, info)| info).collect(),
                 ..Default::default()
             }),
             ..Default::default()
