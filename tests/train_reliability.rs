@@ -35,46 +35,18 @@ fn a_run_killed_at_many_points_resumes_to_the_same_bits() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // SIGKILL at spread-out points: each attempt (the new run, then `--resume`) is killed
-    // once it has finished an epoch of its own, after a delay that differs from attempt to
-    // attempt, so the kills land at different points of different epochs: right after an
-    // epoch's metrics line (between it and the checkpoint, or inside the writes), early in
-    // the next epoch, in its middle.
-    let delays_ms = [0u64, 40, 90, 10, 140, 60, 0, 120];
-    let mut kills = 0;
-    for (attempt, delay) in delays_ms.iter().enumerate() {
-        let before = metrics_lines(&killed);
-        if before >= 7 {
-            break;
-        }
-        // A run killed before it wrote run.json has to start anew.
-        let mut cmd = if !killed.join("run.json").exists() {
-            train("tricks", &killed, &extra)
-        } else {
+    // SIGKILL at spread-out points of different epochs.
+    let kills = kill_repeatedly(
+        &killed,
+        &[0, 40, 90, 10, 140, 60, 0, 120],
+        7,
+        || train("tricks", &killed, &extra),
+        || {
             let mut c = Command::new(env!("CARGO_BIN_EXE_tricks"));
             c.args(["train", "--resume", s(&killed)]);
             c
-        };
-        let mut child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while metrics_lines(&killed) <= before && child.try_wait().unwrap().is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "attempt {attempt} made no progress"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        std::thread::sleep(Duration::from_millis(*delay));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        }
-        child.wait().unwrap();
-    }
+        },
+    );
     assert!(kills >= 5, "only {kills} attempts were killed");
 
     let out = tricks(&["train", "--resume", s(&killed)]);

@@ -5,7 +5,9 @@ mod support;
 
 use std::path::Path;
 
-use support::train::{ok, s, tricks};
+use support::train::{
+    assert_same_bits, kill_repeatedly, metrics_lines, ok, s, temporaries, tricks,
+};
 
 /// A tiny detector run's flags (small images, few proposals and regions).
 const SMALL: &[&str] = &[
@@ -209,4 +211,92 @@ fn bad_datasets_and_results_are_errors_naming_the_file() {
         s(&data),
     ]));
     assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn a_detection_run_killed_at_many_points_resumes_to_the_same_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("VOCdevkit");
+    voc(&data);
+    let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
+    // Accumulation, warmup and cosine: the schedule's and the sampler's state must survive.
+    let extra = [
+        "--epochs",
+        "5",
+        "--batch-size",
+        "2",
+        "--accumulate",
+        "2",
+        "--warmup-epochs",
+        "1",
+        "--lr-schedule",
+        "cosine",
+    ];
+    let out = detect(&data, &whole, &extra);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tricks"));
+        c.args([
+            "transfer",
+            "detect",
+            "--data",
+            s(&data),
+            "--out",
+            s(&killed),
+        ]);
+        c.args(SMALL).args(extra);
+        c
+    };
+    let resume = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tricks"));
+        c.args(["transfer", "detect", "--resume", s(&killed)]);
+        c
+    };
+    let kills = kill_repeatedly(&killed, &[0, 60, 20, 150, 5, 90], 4, fresh, resume);
+    assert!(kills >= 3, "only {kills} attempts were killed");
+    let out = tricks(&["transfer", "detect", "--resume", s(&killed)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(metrics_lines(&killed), 5);
+    for file in ["model.safetensors", "checkpoint.safetensors"] {
+        assert_same_bits(&whole.join(file), &killed.join(file));
+    }
+    // The same test detections, and the same metrics apart from the clock.
+    let dets = |dir: &Path| {
+        let mut files: Vec<(String, String)> = std::fs::read_dir(dir.join("detections"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    assert_eq!(dets(&whole), dets(&killed));
+    let maps = |dir: &Path| -> Vec<(f64, f64)> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["map"].as_f64().unwrap(),
+                    v["train_loss"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(maps(&whole), maps(&killed));
+    assert_eq!(temporaries(&killed), Vec::<String>::new());
 }

@@ -141,3 +141,51 @@ pub fn temporaries(dir: &Path) -> Vec<String> {
         .filter(|n| n.contains(".tmp"))
         .collect()
 }
+
+/// Starts a run with `fresh` (until `run.json` exists, then continues it with `resume`) and
+/// SIGKILLs each attempt once it has finished an epoch of its own, `delays_ms[attempt]`
+/// later, so that the kills land at different points of different epochs: right after an
+/// epoch's metrics line (between it and the checkpoint, or inside the writes), early in the
+/// next epoch, in its middle. Stops once `dir` holds `stop_at` metrics lines; returns how
+/// many attempts were killed.
+pub fn kill_repeatedly(
+    dir: &Path,
+    delays_ms: &[u64],
+    stop_at: usize,
+    fresh: impl Fn() -> Command,
+    resume: impl Fn() -> Command,
+) -> usize {
+    let mut kills = 0;
+    for (attempt, delay) in delays_ms.iter().enumerate() {
+        let before = metrics_lines(dir);
+        if before >= stop_at {
+            break;
+        }
+        // A run killed before it wrote run.json has to start anew.
+        let mut cmd = if dir.join("run.json").exists() {
+            resume()
+        } else {
+            fresh()
+        };
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while metrics_lines(dir) <= before && child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(120),
+                "attempt {attempt} made no progress"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(*delay));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    kills
+}
