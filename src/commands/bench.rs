@@ -50,6 +50,11 @@ pub struct Args {
     /// (inference on frozen weights, or with `--train` a training step), instead of timing.
     #[arg(long, conflicts_with_all = ["conv", "loader"])]
     pub kernels: bool,
+    /// Time the detector's box operations instead (anchor targets, R-CNN sampling,
+    /// proposal NMS in training and at test, per-class NMS), on a `--size` × 5/3·`--size`
+    /// image (default 600 × 1000, GluonCV's VOC size) with 10 objects.
+    #[arg(long, conflicts_with_all = ["conv", "loader", "kernels", "train"])]
+    pub boxes: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -58,6 +63,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(conv) = &args.conv {
         return bench_conv(conv, &args);
+    }
+    if args.boxes {
+        return bench_boxes(&args);
     }
     let spec = ModelSpec::find(&args.model)?;
     let size = args.size.unwrap_or(spec.input_size.1);
@@ -156,6 +164,156 @@ fn bench_loader(data: &std::path::Path, args: &Args) -> Result<()> {
         args.workers,
         images as f64 / seconds
     );
+    Ok(())
+}
+
+/// Median milliseconds of `iters` calls of `f` after one warm-up call.
+fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..iters.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Milliseconds per call of each box operation of a detector's training step and
+/// inference, at the recipe's counts (Section 6.1's Faster R-CNN with GluonCV's settings).
+fn bench_boxes(args: &Args) -> Result<()> {
+    use ops::boxes::{batched_nms, nms};
+    use rand::{Rng, SeedableRng};
+    use transfer::detection::coder::{base_anchors, grid_anchors};
+    use transfer::detection::targets::{rcnn_sample, rpn_targets};
+    let cfg = training::recipe::DetectionConfig::default();
+    let h = args.size.unwrap_or(cfg.min_size);
+    let w = h * 5 / 3;
+    let stride = transfer::detection::model::FEATURE_STRIDE;
+    let feat = (h.div_ceil(16), w.div_ceil(16));
+    let anchors = grid_anchors(
+        &base_anchors(stride, &cfg.anchor_scales, &cfg.anchor_ratios),
+        stride,
+        feat,
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let random_box = |rng: &mut rand_chacha::ChaCha8Rng| {
+        let (bw, bh) = (
+            rng.random_range(20.0..w as f32 / 2.0),
+            rng.random_range(20.0..h as f32 / 2.0),
+        );
+        let (x, y) = (
+            rng.random_range(0.0..w as f32 - bw),
+            rng.random_range(0.0..h as f32 - bh),
+        );
+        [x, y, x + bw, y + bh]
+    };
+    let gt: Vec<[f32; 4]> = (0..10).map(|_| random_box(&mut rng)).collect();
+    let gt_classes: Vec<usize> = (0..10).map(|i| i % 20).collect();
+    // Proposals as an RPN makes them: anchors moved a little, with random scores.
+    let jitter = |rng: &mut rand_chacha::ChaCha8Rng, a: &[f32; 4]| {
+        let d: f32 = rng.random_range(-8.0..8.0);
+        [a[0] + d, a[1] - d, a[2] + d, a[3] + d]
+    };
+    let pre_train: Vec<[f32; 4]> = anchors
+        .iter()
+        .take(cfg.rpn_pre_nms_train)
+        .map(|a| jitter(&mut rng, a))
+        .collect();
+    let pre_test: Vec<[f32; 4]> = pre_train[..cfg.rpn_pre_nms_test.min(pre_train.len())].to_vec();
+    let scores: Vec<f32> = (0..pre_train.len()).map(|_| rng.random()).collect();
+    let proposals: Vec<[f32; 4]> = nms(
+        &pre_train,
+        &scores,
+        cfg.rpn_nms as f32,
+        cfg.rpn_post_nms_train,
+    )
+    .into_iter()
+    .map(|k| pre_train[k])
+    .collect();
+    let classes = 20;
+    let per_class: Vec<[f32; 4]> = (0..cfg.rpn_post_nms_test * classes)
+        .map(|k| pre_test[k % pre_test.len()])
+        .collect();
+    let per_class_scores: Vec<f32> = (0..per_class.len()).map(|_| rng.random()).collect();
+    let per_class_ids: Vec<usize> = (0..per_class.len()).map(|k| k % classes).collect();
+    let iters = args.iters.max(5);
+    let rows = [
+        (
+            format!(
+                "RPN targets: IoU of {} anchors with 10 boxes, sampling",
+                anchors.len()
+            ),
+            median_ms(iters, || {
+                let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+                std::hint::black_box(rpn_targets(&mut r, &anchors, &gt, (h, w), &cfg));
+            }),
+        ),
+        (
+            format!(
+                "R-CNN sampling: IoU of {} proposals with 10 boxes",
+                proposals.len()
+            ),
+            median_ms(iters, || {
+                let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+                std::hint::black_box(rcnn_sample(&mut r, &proposals, &gt, &gt_classes, &cfg));
+            }),
+        ),
+        (
+            format!(
+                "proposal NMS, training: {} -> {} at IoU {}",
+                pre_train.len(),
+                cfg.rpn_post_nms_train,
+                cfg.rpn_nms
+            ),
+            median_ms(iters, || {
+                std::hint::black_box(nms(
+                    &pre_train,
+                    &scores,
+                    cfg.rpn_nms as f32,
+                    cfg.rpn_post_nms_train,
+                ));
+            }),
+        ),
+        (
+            format!(
+                "proposal NMS, test: {} -> {} at IoU {}",
+                pre_test.len(),
+                cfg.rpn_post_nms_test,
+                cfg.rpn_nms
+            ),
+            median_ms(iters, || {
+                std::hint::black_box(nms(
+                    &pre_test,
+                    &scores[..pre_test.len()],
+                    cfg.rpn_nms as f32,
+                    cfg.rpn_post_nms_test,
+                ));
+            }),
+        ),
+        (
+            format!(
+                "per-class NMS, test: {} boxes of {classes} classes at IoU {}",
+                per_class.len(),
+                cfg.nms_threshold
+            ),
+            median_ms(iters, || {
+                std::hint::black_box(batched_nms(
+                    &per_class,
+                    &per_class_scores,
+                    &per_class_ids,
+                    cfg.nms_threshold as f32,
+                    cfg.detections_per_image,
+                ));
+            }),
+        ),
+    ];
+    println!("detector box operations on a {h}x{w} image (median of {iters}, one thread):");
+    for (what, ms) in rows {
+        println!("  {ms:>9.3} ms  {what}");
+    }
     Ok(())
 }
 
