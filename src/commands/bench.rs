@@ -55,6 +55,13 @@ pub struct Args {
     /// image (default 600 × 1000, GluonCV's VOC size) with 10 objects.
     #[arg(long, conflicts_with_all = ["conv", "loader", "kernels", "train"])]
     pub boxes: bool,
+    /// Time a detector's inference instead (a run directory, an exported folder, `zoo:` or
+    /// `hf:`), on one image of its ONNX export's default size (or `--size` × 4/3·`--size`),
+    /// from the normalised image to the final detections.
+    #[arg(long, conflicts_with_all = ["conv", "loader", "kernels", "train", "boxes"])]
+    pub detector: Option<zoo::reference::WeightsRef>,
+    #[command(flatten)]
+    pub zoo: crate::weights_ref::ZooArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -66,6 +73,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.boxes {
         return bench_boxes(&args);
+    }
+    if let Some(reference) = &args.detector {
+        return bench_detector(reference, &args);
     }
     let spec = ModelSpec::find(&args.model)?;
     let size = args.size.unwrap_or(spec.input_size.1);
@@ -314,6 +324,40 @@ fn bench_boxes(args: &Args) -> Result<()> {
     for (what, ms) in rows {
         println!("  {ms:>9.3} ms  {what}");
     }
+    Ok(())
+}
+
+/// Seconds per image of a detector's inference at a fixed size.
+fn bench_detector(reference: &zoo::reference::WeightsRef, args: &Args) -> Result<()> {
+    use transfer::detection::data::{DetectionBatch, Sample};
+    let det = transfer::detection::SavedDetector::load(reference, &args.zoo.context())?;
+    let [h, w] = match args.size {
+        Some(s) => [s, (s * 4).div_ceil(3)],
+        None => det.default_onnx_size(),
+    };
+    let device = candle_core::Device::Cpu;
+    let batch = DetectionBatch {
+        images: ops::gradcheck::uniform(&[1, 3, h, w], 1, &device)?.to_dtype(DType::F32)?,
+        samples: vec![Sample {
+            index: 0,
+            pixels: vec![],
+            size: (h, w),
+            scale: 1.0,
+            boxes: vec![],
+            classes: vec![],
+        }],
+    };
+    let ms = median_ms(args.iters, || {
+        std::hint::black_box(det.model.detect(&batch, &[(h, w)], &device).ok());
+    });
+    println!(
+        "detector {} ({}) inference at {h}x{w}: {:.4} s/img, {:.2} img/s ({} threads)",
+        reference,
+        det.config.backbone,
+        ms / 1e3,
+        1e3 / ms,
+        rayon_threads()
+    );
     Ok(())
 }
 
