@@ -222,7 +222,7 @@ fn missing_repo_and_file_are_clear_errors() {
         &server.endpoint,
         &[],
         &["predict", "--weights", "hf:acme/empty", &image],
-        &["config.json"],
+        &["config.json", "detection model, not a classifier"],
     );
 }
 
@@ -625,4 +625,134 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `model.safetensors` and `config.json` of a small random detector on `resnet10d_tiny`.
+fn detector_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    use transfer::detection::{DetectorConfig, FasterRcnn};
+    let detection = training::recipe::DetectionConfig {
+        min_size: 64,
+        max_size: 96,
+        rpn_channels: 16,
+        rpn_pre_nms_test: 200,
+        rpn_post_nms_test: 20,
+        ..Default::default()
+    };
+    let vars = candle_nn::VarMap::new();
+    FasterRcnn::new("resnet10d_tiny", 20, &detection, &vars, 5, &Device::Cpu).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    zoo::weights::save_weights(&vars, &dir.join("model.safetensors")).unwrap();
+    let config = DetectorConfig {
+        task: zoo::registry::Task::Detection,
+        architecture: transfer::detection::saved::ARCHITECTURE.into(),
+        backbone: "resnet10d_tiny".into(),
+        num_classes: 20,
+        label_names: transfer::voc::VOC_CLASSES.map(String::from).to_vec(),
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        detection,
+        onnx_input_size: None,
+    };
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    ["model.safetensors", "config.json"]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(dir.join(f)).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_detector_on_the_hub_predicts_publishes_and_pushes_with_a_detection_card() {
+    let server = HubServer::start();
+    let home = Home::new();
+    serve(&server, "acme/detector", &detector_files(&home.path("src")));
+    let image = home.image();
+    let out = home.path("pred");
+    home.ok(
+        &server.endpoint,
+        &[],
+        &[
+            "predict",
+            "--weights",
+            "hf:acme/detector",
+            &image,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(out.join("cat.png").is_file() && out.join("cat.json").is_file());
+    home.ok(
+        &server.endpoint,
+        &[],
+        &[
+            "zoo",
+            "publish",
+            "hf:acme/detector",
+            "--name",
+            "resnet10d_tiny.acme_det",
+            "--version",
+            "1.0.0",
+            "--dataset",
+            "voc2007",
+        ],
+    );
+    home.ok(
+        &server.endpoint,
+        &[("HF_TOKEN", "hf_test")],
+        &[
+            "zoo",
+            "push",
+            "resnet10d_tiny.acme_det@1.0.0",
+            "--repo",
+            "me/det",
+        ],
+    );
+    let files = server.files("me/det").expect("pushed");
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "model.onnx",
+        "README.md",
+    ] {
+        assert!(files.contains_key(f), "{f} not pushed: {:?}", files.keys());
+    }
+    let card = String::from_utf8_lossy(&files["README.md"]).into_owned();
+    assert!(card.contains("pipeline_tag: object-detection"), "{card}");
+    assert!(card.contains("tricks predict --weights hf:me/det IMAGE --out DIR"));
+    // What was pushed predicts the same detections as the original.
+    let again = home.path("pred2");
+    home.ok(
+        &server.endpoint,
+        &[],
+        &[
+            "predict",
+            "--weights",
+            "hf:me/det",
+            &image,
+            "--out",
+            again.to_str().unwrap(),
+        ],
+    );
+    let dets = |dir: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cat.json")).unwrap()).unwrap();
+        v["detections"].clone()
+    };
+    assert_eq!(dets(&out), dets(&again));
+    // A classifier's reference is not a detector's, and the other way round.
+    home.fails(
+        &server.endpoint,
+        &[],
+        &[
+            "eval",
+            "--weights",
+            "hf:me/det",
+            "--data",
+            home.path("nowhere").to_str().unwrap(),
+        ],
+        &["config.json", "detection model, not a classifier"],
+    );
 }

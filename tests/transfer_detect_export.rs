@@ -253,10 +253,15 @@ fn bad_detector_files_are_clear_errors() {
         e.contains("config.json") && e.contains("label names"),
         "{e}"
     );
-    // Another normalisation.
-    std::fs::write(&config, text.replacen("0.485", "0.5", 1)).unwrap();
+    // A standard deviation of zero.
+    let mut broken: serde_json::Value = serde_json::from_str(&text).unwrap();
+    broken["std"] = serde_json::json!([0.0, 1.0, 1.0]);
+    std::fs::write(&config, broken.to_string()).unwrap();
     let e = run_predict();
-    assert!(e.contains("config.json") && e.contains("mean"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("std positive"),
+        "{e}"
+    );
     // A weights file of another detector (other head width).
     std::fs::write(
         &config,

@@ -133,6 +133,11 @@ pub fn read_timm_config(path: &Path) -> Result<TimmConfig> {
     })?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if let Some(task) = value["task"].as_str().filter(|t| *t != "classification") {
+        return Err(bad(format!(
+            "describes a {task} model, not a classifier: this command takes a classifier"
+        )));
+    }
     let architecture = value["architecture"]
         .as_str()
         .ok_or_else(|| bad("no `architecture`".into()))?

@@ -234,11 +234,17 @@ pub fn pca_lighting<R: Rng>(rng: &mut R, img: &mut Image, std: f64) {
 
 /// Channels-first `(3, H, W)` samples normalised by the ImageNet mean and std.
 pub fn normalize(img: &Image) -> Vec<f32> {
+    normalize_with(img, MEAN, STD)
+}
+
+/// Channels-first `(3, H, W)` samples normalised by `mean` and `std` (per channel, on the
+/// [0, 255] scale of [`Image`]).
+pub fn normalize_with(img: &Image, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let plane = img.width * img.height;
     let mut out = vec![0.0; 3 * plane];
     for (i, p) in img.data.chunks(3).enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = (p[c] - MEAN[c]) / STD[c];
+            out[c * plane + i] = (p[c] - mean[c]) / std[c];
         }
     }
     out

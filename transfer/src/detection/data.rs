@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use training::data::augment::{flip_horizontal, normalize};
+use training::data::augment::{flip_horizontal, normalize, normalize_with};
 use training::data::{Image, Source};
 use training::recipe::DetectionConfig;
 use training::TrainingError;
@@ -35,15 +35,21 @@ pub fn resize_for_detection(img: &Image, cfg: &DetectionConfig) -> (Image, f64) 
     (img.resize(w, h), scale)
 }
 
-/// One image as a batch of one for the detector, without targets: what `tricks predict`
-/// runs.
+/// One image as a batch of one for the detector, without targets, normalised with `mean`
+/// and `std` (of [0, 1] pixels): what `tricks predict` runs.
 pub fn single_image_batch(
     img: &Image,
     cfg: &DetectionConfig,
+    (mean, std): ([f64; 3], [f64; 3]),
 ) -> candle_core::Result<DetectionBatch> {
     let (resized, scale) = resize_for_detection(img, cfg);
     let (h, w) = (resized.height, resized.width);
-    let images = Tensor::from_vec(normalize(&resized), (1, 3, h, w), &Device::Cpu)?;
+    let pixels = normalize_with(
+        &resized,
+        mean.map(|m| (m * 255.0) as f32),
+        std.map(|s| (s * 255.0) as f32),
+    );
+    let images = Tensor::from_vec(pixels, (1, 3, h, w), &Device::Cpu)?;
     Ok(DetectionBatch {
         images,
         samples: vec![Sample {

@@ -46,7 +46,8 @@ pub struct DetectorConfig {
     pub num_classes: usize,
     /// Their names, in output order.
     pub label_names: Vec<String>,
-    /// Per-channel mean of pixels scaled to [0, 1], subtracted before the network.
+    /// Per-channel mean of pixels scaled to [0, 1], subtracted before the network (what
+    /// `tricks predict` applies; a trained run records its pipeline's).
     pub mean: [f64; 3],
     /// Per-channel standard deviation divided by.
     pub std: [f64; 3],
@@ -77,12 +78,11 @@ impl DetectorConfig {
                 cfg.num_classes
             )));
         }
-        let (mean, std) = imagenet_normalisation();
-        let close = |a: [f64; 3], b: [f64; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
-        if !close(cfg.mean, mean) || !close(cfg.std, std) {
+        if cfg.mean.iter().any(|m| !m.is_finite())
+            || cfg.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        {
             return Err(bad(format!(
-                "mean {:?} / std {:?}: detectors of this build normalise with ImageNet's \
-                 {mean:?} / {std:?}",
+                "mean {:?} / std {:?}: the mean must be finite and the std positive",
                 cfg.mean, cfg.std
             )));
         }
@@ -108,7 +108,8 @@ impl DetectorConfig {
     }
 }
 
-/// The ImageNet mean and std on [0, 1] pixels, as the detector's data pipeline applies them.
+/// The ImageNet mean and std on [0, 1] pixels, as the detector's training pipeline applies
+/// them (GluonCV's constants, 123.68 / 58.393 … on [0, 255]).
 fn imagenet_normalisation() -> ([f64; 3], [f64; 3]) {
     (
         MEAN.map(|m| m as f64 / 255.0),
@@ -292,7 +293,8 @@ impl SavedDetector {
 
     /// The detections of one image, in its own pixels (continuous, 0-based).
     pub fn predict(&self, img: &Image) -> Result<Detections, TransferError> {
-        let batch = single_image_batch(img, &self.config.detection)?;
+        let norm = (self.config.mean, self.config.std);
+        let batch = single_image_batch(img, &self.config.detection, norm)?;
         let mut out = self
             .model
             .detect(&batch, &[(img.height, img.width)], &Device::Cpu)?;
