@@ -347,8 +347,9 @@ fn bench_detector(reference: &zoo::reference::WeightsRef, args: &Args) -> Result
             classes: vec![],
         }],
     };
+    let net = det.inference()?;
     let ms = median_ms(args.iters, || {
-        std::hint::black_box(det.model.detect(&batch, &[(h, w)], &device).ok());
+        std::hint::black_box(net.detect(&batch, &[(h, w)], &device).ok());
     });
     println!(
         "detector {} ({}) inference at {h}x{w}: {:.4} s/img, {:.2} img/s ({} threads)",

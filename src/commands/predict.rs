@@ -119,6 +119,7 @@ fn detect(args: &Args) -> Result<()> {
         bail!("--draw-threshold {} must be in [0, 1]", args.draw_threshold);
     }
     let det = SavedDetector::load(&args.weights.weights, &args.weights.zoo.context())?;
+    let net = det.inference()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let names = &det.config.label_names;
     let mut stems = std::collections::HashSet::new();
@@ -132,7 +133,7 @@ fn detect(args: &Args) -> Result<()> {
             );
         }
         let img = Image::open(path).map_err(anyhow::Error::msg)?;
-        let d = det.predict(&img)?;
+        let d = det.predict(&net, &img)?;
         let detections: Vec<JsonDetection> = (0..d.boxes.len())
             .map(|k| JsonDetection {
                 class: &names[d.classes[k]],

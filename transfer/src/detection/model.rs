@@ -170,6 +170,34 @@ impl FasterRcnn {
         self.classes
     }
 
+    /// The same detector over constant handles to the current values of `vars` (no copy),
+    /// for inference: nothing records gradients, so the backbone's convolutions run with
+    /// batch norm, shortcut and activation fused into their epilogues (as
+    /// `zoo::models::Model::frozen` does for classifiers).
+    pub fn frozen(&self, vars: &VarMap) -> Result<Self, TransferError> {
+        let prefix = format!("{BACKBONE}.");
+        let tensors: HashMap<String, Tensor> = vars
+            .data()
+            .lock()
+            .expect("varmap lock poisoned")
+            .iter()
+            .filter_map(|(name, var)| {
+                name.strip_prefix(&prefix)
+                    .map(|n| (n.to_string(), var.as_tensor().detach()))
+            })
+            .collect();
+        let device = self.rpn[0].device().clone();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        Ok(Self {
+            backbone: ResNet::new(self.backbone.config(), vb)?,
+            rpn: self.rpn.clone().map(|t| t.detach()),
+            rcnn: self.rcnn.clone().map(|t| t.detach()),
+            cfg: self.cfg.clone(),
+            anchors: self.anchors.clone(),
+            classes: self.classes,
+        })
+    }
+
     /// Copies a classifier's weights (a safetensors file of the backbone's architecture,
     /// timm's names) into `backbone.*` of `vars`; its classifier (`fc.*`) is dropped, the
     /// heads keep their values. A tensor missing, misshapen or unknown is an error.

@@ -291,13 +291,17 @@ impl SavedDetector {
         })
     }
 
-    /// The detections of one image, in its own pixels (continuous, 0-based).
-    pub fn predict(&self, img: &Image) -> Result<Detections, TransferError> {
+    /// The detector for inference ([`FasterRcnn::frozen`]): what [`Self::predict`] runs.
+    pub fn inference(&self) -> Result<FasterRcnn, TransferError> {
+        self.model.frozen(&self.vars)
+    }
+
+    /// The detections of one image, in its own pixels (continuous, 0-based), by `net`
+    /// ([`Self::inference`]).
+    pub fn predict(&self, net: &FasterRcnn, img: &Image) -> Result<Detections, TransferError> {
         let norm = (self.config.mean, self.config.std);
         let batch = single_image_batch(img, &self.config.detection, norm)?;
-        let mut out = self
-            .model
-            .detect(&batch, &[(img.height, img.width)], &Device::Cpu)?;
+        let mut out = net.detect(&batch, &[(img.height, img.width)], &Device::Cpu)?;
         Ok(out.remove(0))
     }
 
