@@ -57,6 +57,7 @@ mod norm;
 mod panel;
 pub mod plan;
 mod pool;
+pub mod resize;
 mod storage;
 mod strided;
 

@@ -9,5 +9,6 @@ pub(crate) mod conv_gemm;
 pub(crate) mod conv_padded;
 pub(crate) mod depthwise;
 pub(crate) mod pool;
+pub(crate) mod resize;
 pub(crate) mod roi_align;
 pub(crate) mod winograd;
