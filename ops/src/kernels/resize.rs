@@ -3,7 +3,7 @@
 //! pixels, the weights depending only on the output position, so one table of taps per axis
 //! serves every plane, forward and backward.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use num_traits::Zero as _;
 use rayon::prelude::*;
 
