@@ -53,6 +53,7 @@ pub mod geometry;
 pub mod gradcheck;
 mod im2col;
 mod kernels;
+pub mod loss;
 mod norm;
 mod panel;
 pub mod plan;

@@ -8,6 +8,7 @@ pub(crate) mod conv_gemm;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod conv_padded;
 pub(crate) mod depthwise;
+pub(crate) mod pixel_ce;
 pub(crate) mod pool;
 pub(crate) mod resize;
 pub(crate) mod roi_align;
