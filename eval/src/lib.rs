@@ -2,9 +2,11 @@
 //!
 //! - [`TopK`]: top-1/top-5 accuracy of a classifier (the paper's Tables 1–6).
 //! - [`voc`]: Pascal VOC detection AP and mAP, 11-point and area (Table 8).
+//! - [`segmentation`]: pixel accuracy and mean IoU from a confusion matrix (Table 9).
 
 #![warn(missing_docs)]
 
+pub mod segmentation;
 mod topk;
 pub mod voc;
 
