@@ -25,17 +25,22 @@ pub enum SynthTask {
     Classification,
     /// Shapes with boxes in the VOCdevkit layout (VOC2007: trainval, train, val, test).
     Detection,
+    /// Textured regions and shapes with masks in the ADEChallengeData2016 layout
+    /// (images/ and annotations/, training and validation).
+    Segmentation,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct SynthArgs {
-    /// Dataset root (train/ and val/ are created under it; for detection, VOC2007/).
+    /// Dataset root (train/ and val/ are created under it; for detection, VOC2007/; for
+    /// segmentation, images/ and annotations/).
     #[arg(long)]
     pub out: PathBuf,
     /// What to generate.
     #[arg(long, value_enum, default_value_t = SynthTask::Classification)]
     pub task: SynthTask,
-    /// Number of classes (2 to 10; detection: the first N VOC classes, default 6).
+    /// Number of classes (2 to 10; detection: the first N VOC classes, default 6;
+    /// segmentation: 4 to 12, 2 stuff classes and shapes, default 8).
     #[arg(long)]
     pub classes: Option<usize>,
     /// Detection: images in trainval.
@@ -44,13 +49,20 @@ pub struct SynthArgs {
     /// Detection: images in test.
     #[arg(long, default_value_t = 100)]
     pub test: usize,
+    /// Segmentation: images in training.
+    #[arg(long, default_value_t = 200)]
+    pub training: usize,
+    /// Segmentation: images in validation.
+    #[arg(long, default_value_t = 50)]
+    pub validation: usize,
     /// Training images per class.
     #[arg(long, default_value_t = 200)]
     pub train_per_class: usize,
     /// Validation images per class.
     #[arg(long, default_value_t = 50)]
     pub val_per_class: usize,
-    /// Image height and width (detection: the longer side; default 72, detection 192).
+    /// Image height and width (detection and segmentation: the longer side; default 72,
+    /// detection 192, segmentation 128).
     #[arg(long)]
     pub size: Option<usize>,
     /// Seed.
@@ -87,6 +99,18 @@ pub fn run(args: Args) -> Result<()> {
                 "{n} images written under {}",
                 a.out.join("VOC2007").display()
             );
+        }
+        DataCommand::Synth(a) if a.task == SynthTask::Segmentation => {
+            let defaults = transfer::synth_ade::SynthAdeConfig::default();
+            let cfg = transfer::synth_ade::SynthAdeConfig {
+                classes: a.classes.unwrap_or(defaults.classes),
+                training: a.training,
+                validation: a.validation,
+                size: a.size.unwrap_or(defaults.size),
+                seed: a.seed,
+            };
+            let n = transfer::synth_ade::generate(&a.out, &cfg)?;
+            println!("{n} images and masks written under {}", a.out.display());
         }
         DataCommand::Synth(a) => {
             let n = generate(&a.out, &a.config())?;

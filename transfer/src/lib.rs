@@ -6,11 +6,16 @@
 //!   the model of the paper's Table 8) on any zoo ResNet, trained by the shared loop of
 //!   [`training::trainer`] as a [`training::trainer::Task`].
 //!
-//! FCN segmentation on ADE20K (Table 9) is not built yet.
+//! - [`ade20k`]: ADE20K on disk (the `ADEChallengeData2016` layout, its 150 classes, the
+//!   mask encoding); [`synth_ade`]: a generated dataset in that layout.
+//!
+//! The FCN segmenter on ADE20K (Table 9) is not built yet.
 
 #![warn(missing_docs)]
 
+pub mod ade20k;
 pub mod detection;
+pub mod synth_ade;
 pub mod synth_voc;
 pub mod voc;
 
