@@ -1,5 +1,6 @@
 //! `tricks eval`: top-1/top-5 and the logit-gap statistic of Section 5.2 on a validation
-//! folder; `tricks eval detection`: the VOC metric of devkit-format detections.
+//! folder; `tricks eval detection`: the VOC metric of devkit-format detections; `tricks
+//! eval segmentation`: pixel accuracy and mean IoU of ADE20K-encoded label PNGs.
 
 use std::path::PathBuf;
 
@@ -45,6 +46,60 @@ pub enum EvalTask {
     /// Pascal VOC AP per class and mAP (VOC2007 11-point and VOC2010+ area) of detections
     /// in the devkit results format (`comp4_det_test_<class>.txt`).
     Detection(DetectionArgs),
+    /// Pixel accuracy, per-class IoU and mean IoU (over all 150 classes, GluonCV's; over the
+    /// classes present, mmsegmentation's) of predicted ADE20K label PNGs.
+    Segmentation(SegmentationArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SegmentationArgs {
+    /// The ADEChallengeData2016 folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The split the predictions are of (`training` or `validation`).
+    #[arg(long, default_value = "validation")]
+    pub split: String,
+    /// The folder of predicted label PNGs, named as the annotations.
+    #[arg(long)]
+    pub predictions: PathBuf,
+}
+
+/// The segmentation metric as a table: per-class IoU of the classes present, then pixel
+/// accuracy and both means, each saying which it is.
+pub fn print_segmentation(m: &eval::segmentation::SegMetrics, names: &[&str]) {
+    println!("{:<20} {:>8}", "class", "IoU");
+    for (c, iou) in m.class_iou.iter().enumerate() {
+        if let Some(iou) = iou {
+            println!("{:<20} {:>8.2}", names[c], 100.0 * iou);
+        }
+    }
+    let present = m.class_iou.iter().flatten().count();
+    let rows = [
+        (
+            "pixel accuracy".to_string(),
+            m.pixel_accuracy,
+            format!("over {} labelled pixels", m.labelled_pixels),
+        ),
+        (
+            format!("mIoU, all {} classes", names.len()),
+            m.miou_all,
+            "GluonCV's: an absent class counts 0".to_string(),
+        ),
+        (
+            format!("mIoU, {present} present classes"),
+            m.miou_present,
+            "mmsegmentation's: classes in truth or prediction".to_string(),
+        ),
+    ];
+    for (what, v, note) in rows {
+        println!("{what:<28} {:>7.2}%  ({note})", 100.0 * v);
+    }
+}
+
+fn segmentation(args: SegmentationArgs) -> Result<()> {
+    let m = transfer::segmentation::score_predictions(&args.data, &args.split, &args.predictions)?;
+    print_segmentation(&m, &transfer::ade20k::ADE_CLASSES);
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,11 +155,16 @@ fn detection(args: DetectionArgs) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(EvalTask::Detection(d)) = args.task {
-        return detection(d);
+    match args.task {
+        Some(EvalTask::Detection(d)) => return detection(d),
+        Some(EvalTask::Segmentation(s)) => return segmentation(s),
+        None => {}
     }
     let (Some(reference), Some(data)) = (args.weights.clone(), args.data.clone()) else {
-        bail!("tricks eval needs --weights and --data (or a subcommand: tricks eval detection)");
+        bail!(
+            "tricks eval needs --weights and --data (or a subcommand: tricks eval detection, \
+             tricks eval segmentation)"
+        );
     };
     let weights = WeightsArgs {
         weights: reference,

@@ -9,12 +9,14 @@
 //! - [`ade20k`]: ADE20K on disk (the `ADEChallengeData2016` layout, its 150 classes, the
 //!   mask encoding); [`synth_ade`]: a generated dataset in that layout.
 //!
-//! The FCN segmenter on ADE20K (Table 9) is not built yet.
+//! - [`segmentation`]: the ADE20K metric over predicted label files; the FCN segmenter on
+//!   ADE20K (Table 9) is not built yet.
 
 #![warn(missing_docs)]
 
 pub mod ade20k;
 pub mod detection;
+pub mod segmentation;
 pub mod synth_ade;
 pub mod synth_voc;
 pub mod voc;
