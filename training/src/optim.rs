@@ -36,6 +36,8 @@ struct Slot {
     var: Var,
     velocity: Option<Tensor>,
     weight_decay: f64,
+    /// Multiplies the learning rate of this parameter (GluonCV's `lr_mult`; 1 by default).
+    lr_mult: f64,
 }
 
 /// Nesterov accelerated gradient with L2 weight decay, as MXNet's `nag` and PyTorch's
@@ -91,6 +93,7 @@ impl Nag {
                     var,
                     velocity: None,
                     weight_decay,
+                    lr_mult: 1.0,
                 }
             })
             .collect();
@@ -154,10 +157,18 @@ impl Nag {
             } else {
                 v.clone()
             };
-            slot.var.set(&(&w - (update * lr)?)?)?;
+            slot.var.set(&(&w - (update * (lr * slot.lr_mult))?)?)?;
             slot.velocity = Some(v);
         }
         Ok(())
+    }
+
+    /// Gives each parameter the learning-rate multiplier `mult(name)` (GluonCV's
+    /// `lr_mult`: FCN's heads learn at 10× the backbone's rate, Section 6.2).
+    pub fn set_lr_multipliers(&mut self, mult: impl Fn(&str) -> f64) {
+        for slot in &mut self.slots {
+            slot.lr_mult = mult(&slot.name);
+        }
     }
 
     /// The momentum buffers by parameter name (for checkpoints).

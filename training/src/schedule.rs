@@ -25,6 +25,12 @@ pub enum Decay {
     },
     /// η_t = ½·(1 + cos(t·π / T))·η over the T batches after the warmup (Section 5.1).
     Cosine,
+    /// η_t = (1 − t/T)^power·η over the T batches after the warmup (GluonCV's `poly`, the
+    /// schedule of its segmentation recipes, power 0.9).
+    Poly {
+        /// The exponent.
+        power: f64,
+    },
 }
 
 /// A learning rate for every batch of a run.
@@ -59,6 +65,11 @@ impl Schedule {
                 let period = self.total_iters.saturating_sub(self.warmup_iters).max(1) as f64;
                 0.5 * (1.0 + (std::f64::consts::PI * t / period).cos()) * self.base_lr
             }
+            Decay::Poly { power } => {
+                let t = (iter - self.warmup_iters) as f64;
+                let period = self.total_iters.saturating_sub(self.warmup_iters).max(1) as f64;
+                (1.0 - t / period).max(0.0).powf(*power) * self.base_lr
+            }
         }
     }
 }
@@ -69,6 +80,22 @@ mod tests {
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+
+    #[test]
+    fn poly_decays_to_zero_with_power_0_9() {
+        let s = Schedule {
+            base_lr: 0.01,
+            warmup_iters: 0,
+            iters_per_epoch: 10,
+            total_iters: 100,
+            decay: Decay::Poly { power: 0.9 },
+        };
+        close(s.lr(0), 0.01);
+        // Halfway: 0.5^0.9 = 0.535886731…
+        close(s.lr(50), 0.01 * 0.535_886_731_268_146_2);
+        close(s.lr(99), 0.01 * 0.01f64.powf(0.9));
+        close(s.lr(100), 0.0);
     }
 
     #[test]

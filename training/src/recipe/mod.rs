@@ -37,7 +37,13 @@ pub enum LrSchedule {
     Step,
     /// Cosine decay (Section 5.1).
     Cosine,
+    /// Polynomial decay per iteration with power [`POLY_POWER`] (GluonCV's segmentation
+    /// recipes).
+    Poly,
 }
+
+/// The exponent of [`LrSchedule::Poly`] (GluonCV's `--lr-scheduler poly`, power 0.9).
+pub const POLY_POWER: f64 = 0.9;
 
 /// Arithmetic precision of the forward and backward passes (Section 3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

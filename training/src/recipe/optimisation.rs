@@ -167,6 +167,9 @@ impl Optimisation {
                 factor: self.lr_step_factor,
             },
             LrSchedule::Cosine => Decay::Cosine,
+            LrSchedule::Poly => Decay::Poly {
+                power: super::POLY_POWER,
+            },
         };
         Schedule {
             base_lr,

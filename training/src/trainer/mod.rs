@@ -80,6 +80,12 @@ pub trait Task {
         crate::optim::trainable_vars(self.vars())
     }
 
+    /// The learning-rate multiplier of the trainable variable `name` (1: the schedule's
+    /// rate; FCN's heads take 10, GluonCV's `lr_mult`).
+    fn lr_multiplier(&self, _name: &str) -> f64 {
+        1.0
+    }
+
     /// Training batches in one epoch.
     fn batches_per_epoch(&self) -> usize;
 
@@ -123,8 +129,10 @@ impl<T: Task> Trainer<T> {
     /// `base_lr`. Starts at epoch 0; [`Self::restore`] moves it to the last checkpoint.
     pub fn new(run: RunDir, optim: &Optimisation, base_lr: f64, task: T) -> Self {
         let updates_per_epoch = (task.batches_per_epoch() / optim.accumulate).max(1);
+        let mut nag = Nag::from_vars(task.trainable(), optim.nag());
+        nag.set_lr_multipliers(|name| task.lr_multiplier(name));
         Self {
-            nag: Nag::from_vars(task.trainable(), optim.nag()),
+            nag,
             scaler: LossScaler::new(optim.precision),
             schedule: optim.schedule(base_lr, updates_per_epoch),
             optim: optim.clone(),
