@@ -261,6 +261,33 @@ mod tests {
         Ok(())
     }
 
+    /// A multiplier scales one parameter's step and no other's (FCN's heads at 10×).
+    #[test]
+    fn learning_rate_multipliers_scale_their_parameters_steps() -> Result<()> {
+        let (a, b) = (
+            Var::new(&[1.0f64], &Device::Cpu)?,
+            Var::new(&[1.0f64], &Device::Cpu)?,
+        );
+        let cfg = NagConfig {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            no_bias_decay: false,
+        };
+        let named = vec![
+            ("backbone.w".into(), a.clone()),
+            ("head.w".into(), b.clone()),
+        ];
+        let mut sgd = Nag::from_vars(named, cfg);
+        sgd.set_lr_multipliers(|n| if n.starts_with("head") { 10.0 } else { 1.0 });
+        // Loss w_a² + w_b²: both gradients 2; steps 0.01·2 and 0.1·2.
+        let loss = (a.as_tensor().sqr()? + b.as_tensor().sqr()?)?.sum_all()?;
+        sgd.step(&loss.backward()?, 0.01)?;
+        assert!((a.as_tensor().to_vec1::<f64>()?[0] - 0.98).abs() < 1e-15);
+        assert!((b.as_tensor().to_vec1::<f64>()?[0] - 0.8).abs() < 1e-15);
+        Ok(())
+    }
+
     /// The momentum buffers are plain values: were they computed from the variable, each
     /// would hold the previous step's in its graph and training would leak memory.
     #[test]
