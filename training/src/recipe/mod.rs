@@ -2,9 +2,11 @@
 //!
 //! A recipe is the shared [`Optimisation`] (optimiser, schedule, batch, precision, seed)
 //! plus the settings of its task: [`Recipe`] for classification, [`DetectionRecipe`] for
-//! Faster R-CNN. Classification ships three (`recipes/*.toml`): `baseline` (Section 2.1),
-//! `efficient` (Section 3) and `tricks` (Section 5); detection ships `detection`
-//! (GluonCV's VOC numbers, Section 6.1). Any field may be overridden from the command line.
+//! Faster R-CNN, [`SegmentationRecipe`] for FCN. Classification ships three
+//! (`recipes/*.toml`): `baseline` (Section 2.1), `efficient` (Section 3) and `tricks`
+//! (Section 5); detection ships `detection` (GluonCV's VOC numbers, Section 6.1),
+//! segmentation `segmentation` (GluonCV's ADE20K numbers, Section 6.2). Any field may be
+//! overridden from the command line.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +15,7 @@ use crate::schedule::Schedule;
 
 mod detection;
 mod optimisation;
+mod segmentation;
 
 pub use detection::{
     DetectionConfig, DetectionRecipe, DETECTION_REFERENCE_BATCH, DETECTION_REFERENCE_LR,
@@ -20,6 +23,10 @@ pub use detection::{
 };
 pub use optimisation::Optimisation;
 use optimisation::{check_real, parse_validated, recipe_text};
+pub use segmentation::{
+    SegmentationConfig, SegmentationRecipe, SEGMENTATION_REFERENCE_BATCH,
+    SEGMENTATION_REFERENCE_LR, SHIPPED_SEGMENTATION,
+};
 
 /// The linear scaling rule's reference for classification (Section 3.1): η = 0.1 for a
 /// batch of 256.
