@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod ade20k;
+pub mod backbone;
 pub mod detection;
 pub mod segmentation;
 pub mod synth_ade;

@@ -7,7 +7,6 @@
 //! ResNet loads without a renaming table), `rpn.{conv,cls,box}.{weight,bias}`,
 //! `rcnn.{cls,box}.{weight,bias}`.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
@@ -29,8 +28,7 @@ use crate::TransferError;
 /// The backbone's stride at the end of stage 3.
 pub const FEATURE_STRIDE: f32 = 16.0;
 
-/// The prefix of the backbone's tensors.
-pub const BACKBONE: &str = "backbone";
+pub use crate::backbone::BACKBONE;
 
 /// A Faster R-CNN detector.
 pub struct FasterRcnn {
@@ -175,17 +173,7 @@ impl FasterRcnn {
     /// batch norm, shortcut and activation fused into their epilogues (as
     /// `zoo::models::Model::frozen` does for classifiers).
     pub fn frozen(&self, vars: &VarMap) -> Result<Self, TransferError> {
-        let prefix = format!("{BACKBONE}.");
-        let tensors: HashMap<String, Tensor> = vars
-            .data()
-            .lock()
-            .expect("varmap lock poisoned")
-            .iter()
-            .filter_map(|(name, var)| {
-                name.strip_prefix(&prefix)
-                    .map(|n| (n.to_string(), var.as_tensor().detach()))
-            })
-            .collect();
+        let tensors = crate::backbone::frozen_backbone_tensors(vars);
         let device = self.rpn[0].device().clone();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         Ok(Self {
@@ -198,24 +186,10 @@ impl FasterRcnn {
         })
     }
 
-    /// Copies a classifier's weights (a safetensors file of the backbone's architecture,
-    /// timm's names) into `backbone.*` of `vars`; its classifier (`fc.*`) is dropped, the
-    /// heads keep their values. A tensor missing, misshapen or unknown is an error.
+    /// Copies a classifier's weights into `backbone.*` of `vars` (see
+    /// [`crate::backbone::load_backbone`]).
     pub fn load_backbone(vars: &VarMap, path: &Path, model: &str) -> Result<(), TransferError> {
-        let file = zoo::weights::read_tensors(path, &Device::Cpu)?;
-        let prefix = format!("{BACKBONE}.");
-        let mut tensors: HashMap<String, Tensor> = file
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with("fc."))
-            .map(|(k, v)| (format!("{prefix}{k}"), v))
-            .collect();
-        for (name, var) in vars.data().lock().expect("varmap lock poisoned").iter() {
-            if !name.starts_with(&prefix) {
-                tensors.insert(name.clone(), var.as_tensor().copy()?);
-            }
-        }
-        zoo::weights::load_tensors(vars, tensors, path, model)?;
-        Ok(())
+        crate::backbone::load_backbone(vars, path, model)
     }
 
     /// Whether variable `name` trains: not the stem, not the stages before

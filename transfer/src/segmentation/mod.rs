@@ -1,7 +1,10 @@
 //! Semantic segmentation on zoo backbones, Section 6.2 of the paper: the ADE20K metric over
 //! predicted label files ([`score_predictions`], what `tricks eval segmentation` runs).
 //!
-//! The FCN model and its training task are not built yet.
+//! [`model::Fcn`] is the network, [`data`] its samples.
+
+pub mod data;
+pub mod model;
 
 use std::path::Path;
 
