@@ -1,11 +1,13 @@
-//! `tricks transfer detect`: fine-tune a zoo backbone as Faster R-CNN on a VOCdevkit
-//! (Section 6.1), with the run machinery of `tricks train`.
+//! `tricks transfer detect` and `tricks transfer segment`: fine-tune a zoo backbone as
+//! Faster R-CNN on a VOCdevkit (Section 6.1) or as FCN on ADE20K (Section 6.2), with the
+//! run machinery of `tricks train`.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use training::recipe::DetectionRecipe;
+use training::recipe::{DetectionRecipe, SegmentationRecipe};
 use transfer::detection::{Detection, DetectionSpec};
+use transfer::segmentation::{Segmentation, SegmentationSpec};
 use transfer::voc::VOC_CLASSES;
 use zoo::reference::WeightsRef;
 
@@ -24,6 +26,94 @@ pub enum TransferCommand {
     /// Faster R-CNN (C4) on Pascal VOC from a zoo ResNet; at the end the test detections in
     /// the devkit format under RUN/detections/, scored as `tricks eval detection` does.
     Detect(Box<DetectArgs>),
+    /// FCN on ADE20K from a zoo ResNet dilated to output stride 8; at the end the
+    /// validation predictions as label PNGs under RUN/predictions/, scored as `tricks eval
+    /// segmentation` does.
+    Segment(Box<SegmentArgs>),
+}
+
+/// The segmenter settings that can be overridden on the command line.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct SegmentationOverrides {
+    /// The longer side is drawn in scale-range × this.
+    #[arg(long)]
+    pub base_size: Option<usize>,
+    /// Square training crop.
+    #[arg(long)]
+    pub crop_size: Option<usize>,
+    /// Backbone output stride (8: stages 3 and 4 dilated).
+    #[arg(long)]
+    pub output_stride: Option<usize>,
+    /// Batch norm with running statistics, not trained (for tiny batches).
+    #[arg(long)]
+    pub freeze_bn: Option<bool>,
+    /// The auxiliary head on stage 3.
+    #[arg(long)]
+    pub aux: Option<bool>,
+    /// Weight of the auxiliary loss (GluonCV 0.5, mmsegmentation 0.4).
+    #[arg(long)]
+    pub aux_weight: Option<f64>,
+    /// Learning-rate multiplier of the heads.
+    #[arg(long)]
+    pub head_lr_mult: Option<f64>,
+}
+
+impl SegmentationOverrides {
+    fn apply(&self, mut r: SegmentationRecipe) -> SegmentationRecipe {
+        let c = &mut r.segmentation;
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
+        }
+        set!(
+            base_size,
+            crop_size,
+            output_stride,
+            freeze_bn,
+            aux,
+            aux_weight,
+            head_lr_mult
+        );
+        r
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SegmentArgs {
+    /// The backbone: anything `tricks train --init` takes (a safetensors file with
+    /// `--backbone-model`, a run directory, `zoo:NAME[@VERSION]`, `hf:OWNER/REPO[@REV]`).
+    #[arg(long, required_unless_present_any = ["resume", "from_scratch"])]
+    pub backbone: Option<WeightsRef>,
+    /// The backbone's architecture, for a bare safetensors file; with `--from-scratch`,
+    /// the architecture to initialise.
+    #[arg(long)]
+    pub backbone_model: Option<String>,
+    /// Train the backbone from its random initialisation (needs `--backbone-model`).
+    #[arg(long, requires = "backbone_model", conflicts_with = "backbone")]
+    pub from_scratch: bool,
+    /// The ADEChallengeData2016 folder.
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Run directory.
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["backbone", "data", "out"])]
+    pub resume: Option<PathBuf>,
+    /// A shipped recipe (`segmentation`) or a TOML file.
+    #[arg(long, default_value = "segmentation")]
+    pub recipe: String,
+    /// Stop at the first bad image or mask instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Device: `cpu`, or `cuda[:N]` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub optim: OptimOverrides,
+    #[command(flatten)]
+    pub segmentation: SegmentationOverrides,
+    #[command(flatten)]
+    pub zoo: ZooArgs,
 }
 
 /// The detector settings that can be overridden on the command line.
@@ -167,7 +257,103 @@ pub struct DetectArgs {
 pub fn run(args: Args) -> Result<()> {
     match args.command {
         TransferCommand::Detect(a) => detect(*a),
+        TransferCommand::Segment(a) => segment(*a),
     }
+}
+
+/// The backbone's architecture, its weights resolved to a file, and the zoo entry it came
+/// from: from `--backbone` (with `--backbone-model` for a bare file), or from
+/// `--backbone-model` alone for a run from scratch.
+fn resolve_backbone(
+    backbone: &Option<WeightsRef>,
+    model: &Option<String>,
+    zoo: &ZooArgs,
+) -> Result<(String, Option<PathBuf>, Option<String>)> {
+    let ctx = zoo.context();
+    Ok(match backbone {
+        Some(r) => {
+            let loaded = training::weights::load(r, model.as_deref(), &ctx)?;
+            let parent = match r {
+                WeightsRef::Zoo(z) => Some(ctx.find_entry(z)?.1.id()),
+                _ => None,
+            };
+            (
+                loaded.model.spec.name.clone(),
+                Some(training::weights::safetensors(r, &ctx)?),
+                parent,
+            )
+        }
+        None => (model.clone().expect("clap requires it"), None, None),
+    })
+}
+
+fn segment(args: SegmentArgs) -> Result<()> {
+    let device = crate::device::parse(&args.device)?;
+    let mut trainer = match &args.resume {
+        Some(dir) => {
+            if args.optim != OptimOverrides::default()
+                || args.segmentation != SegmentationOverrides::default()
+                || args.recipe != "segmentation"
+            {
+                bail!(
+                    "--resume continues a run with the recipe it was started with ({}); recipe flags apply to new runs only",
+                    dir.join("recipe.toml").display()
+                );
+            }
+            let t = Segmentation::resume(dir, &device)?;
+            println!("resuming {} after epoch {}", dir.display(), t.epochs_done());
+            t
+        }
+        None => {
+            let mut recipe = args
+                .segmentation
+                .apply(SegmentationRecipe::load(&args.recipe)?);
+            recipe.optim = args.optim.apply(recipe.optim);
+            let (backbone, init, parent) =
+                resolve_backbone(&args.backbone, &args.backbone_model, &args.zoo)?;
+            let (Some(data), Some(out)) = (args.data.clone(), args.out.clone()) else {
+                bail!("--data and --out are required for a new run");
+            };
+            Segmentation::create(
+                &out,
+                SegmentationSpec {
+                    task: "segmentation".into(),
+                    backbone,
+                    init,
+                    parent,
+                    data,
+                    strict: args.strict,
+                    recipe,
+                },
+                &device,
+            )?
+        }
+    };
+    let metrics = RunProgress::new("").drive(|progress, epoch| trainer.run(progress, epoch))?;
+    let skipped = trainer.skipped_images();
+    if !skipped.is_empty() {
+        eprintln!("{} file(s) skipped:", skipped.len());
+        for s in skipped.iter().take(20) {
+            eprintln!("  {s}");
+        }
+    }
+    let run = trainer.run_dir().root().to_path_buf();
+    let dir = run.join(transfer::segmentation::task::PREDICTIONS);
+    // Every epoch's evaluation wrote the predictions there: score those.
+    let m = if dir.is_dir() {
+        trainer.task().score(&dir)?
+    } else {
+        trainer.task().evaluate_into(&dir)?
+    };
+    crate::commands::eval::print_segmentation(&m, &transfer::ade20k::ADE_CLASSES);
+    println!(
+        "validation predictions (ADE20K label PNGs): {}",
+        dir.display()
+    );
+    if metrics.is_empty() {
+        println!("(the run had already finished)");
+    }
+    Ok(())
 }
 
 fn detect(args: DetectArgs) -> Result<()> {
@@ -190,26 +376,8 @@ fn detect(args: DetectArgs) -> Result<()> {
         None => {
             let mut recipe = args.detection.apply(DetectionRecipe::load(&args.recipe)?)?;
             recipe.optim = args.optim.apply(recipe.optim);
-            let ctx = args.zoo.context();
-            let (backbone, init, parent) = match &args.backbone {
-                Some(r) => {
-                    let loaded = training::weights::load(r, args.backbone_model.as_deref(), &ctx)?;
-                    let parent = match r {
-                        WeightsRef::Zoo(z) => Some(ctx.find_entry(z)?.1.id()),
-                        _ => None,
-                    };
-                    (
-                        loaded.model.spec.name.clone(),
-                        Some(training::weights::safetensors(r, &ctx)?),
-                        parent,
-                    )
-                }
-                None => (
-                    args.backbone_model.clone().expect("clap requires it"),
-                    None,
-                    None,
-                ),
-            };
+            let (backbone, init, parent) =
+                resolve_backbone(&args.backbone, &args.backbone_model, &args.zoo)?;
             let (Some(data), Some(out)) = (args.data.clone(), args.out.clone()) else {
                 bail!("--data and --out are required for a new run");
             };

@@ -1,10 +1,15 @@
 //! Semantic segmentation on zoo backbones, Section 6.2 of the paper: the ADE20K metric over
 //! predicted label files ([`score_predictions`], what `tricks eval segmentation` runs).
 //!
-//! [`model::Fcn`] is the network, [`data`] its samples.
+//! [`model::Fcn`] is the network, [`data`] its samples, [`task::Segmentation`] its
+//! training task.
 
 pub mod data;
 pub mod model;
+pub mod task;
+
+pub use model::Fcn;
+pub use task::{Segmentation, SegmentationSpec};
 
 use std::path::Path;
 

@@ -275,12 +275,25 @@ mod tests {
         let l = fcn.loss(&batch, 3, &Device::Cpu).unwrap();
         let (seg, aux) = (l.parts[0].1, l.parts[1].1);
         // Untrained over 150 classes: about ln 150 = 5.0 each.
-        assert!(seg.is_finite() && aux.is_finite() && seg > 2.0, "{seg} {aux}");
+        assert!(
+            seg.is_finite() && aux.is_finite() && seg > 2.0,
+            "{seg} {aux}"
+        );
         let grads = l.total.backward().unwrap();
         let data = vars.data().lock().unwrap();
-        for name in ["head.cls.weight", "aux.cls.weight", "backbone.layer4.0.conv1.weight"] {
+        for name in [
+            "head.cls.weight",
+            "aux.cls.weight",
+            "backbone.layer4.0.conv1.weight",
+        ] {
             let g = grads.get(data[name].as_tensor()).expect(name);
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(norm > 0.0, "{name}");
         }
         drop(data);
