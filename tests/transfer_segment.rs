@@ -143,9 +143,6 @@ fn bad_masks_and_settings_are_errors_naming_the_file_or_the_field() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("ADE_train_00000002.png"));
     // A label above 150.
-    image::GrayImage::from_pixel(64, 48, image::Luma([200]))
-        .save(&mask)
-        .unwrap();
     let (w, h) =
         image::image_dimensions(data.join("images/training/ADE_train_00000002.jpg")).unwrap();
     image::GrayImage::from_pixel(w, h, image::Luma([200]))
