@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         safetensors: args.safetensors || both,
         onnx: args.onnx || both,
     };
-    let files = match transfer::detection::task_of(&args.checkpoint, &ctx)? {
+    let files = match transfer::saved::task_of(&args.checkpoint, &ctx)? {
         Task::Detection => {
             let det = SavedDetector::load(&args.checkpoint, &ctx)?;
             let size = args.onnx_size.unwrap_or_else(|| det.default_onnx_size());

@@ -37,7 +37,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let ctx = args.weights.zoo.context();
-    match transfer::detection::task_of(&args.weights.weights, &ctx)? {
+    match transfer::saved::task_of(&args.weights.weights, &ctx)? {
         Task::Classification => classify(&args),
         Task::Detection => detect(&args),
         Task::Segmentation => bail!(

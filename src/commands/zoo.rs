@@ -250,7 +250,7 @@ fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
         parent: p.parent,
         source: format!("exported from {}", p.checkpoint),
     };
-    let entry = match transfer::detection::task_of(&p.checkpoint, &ctx)? {
+    let entry = match transfer::saved::task_of(&p.checkpoint, &ctx)? {
         Task::Detection => {
             let det = SavedDetector::load(&p.checkpoint, &ctx)?;
             let size = p.onnx_size.unwrap_or_else(|| det.default_onnx_size());

@@ -17,6 +17,7 @@
 pub mod ade20k;
 pub mod backbone;
 pub mod detection;
+pub mod saved;
 pub mod segmentation;
 pub mod synth_ade;
 pub mod synth_voc;

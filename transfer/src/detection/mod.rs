@@ -16,5 +16,5 @@ pub mod targets;
 pub mod task;
 
 pub use model::{Detections, FasterRcnn};
-pub use saved::{task_of, DetectorConfig, SavedDetector};
+pub use saved::{DetectorConfig, SavedDetector};
 pub use task::{Detection, DetectionSpec};

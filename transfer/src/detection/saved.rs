@@ -4,19 +4,18 @@
 //! exported folder, a zoo entry or a Hub repository, exported with its ONNX graph, and
 //! published to the local zoo as an entry of task `detection` whose parent is the backbone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Device;
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
-use training::data::augment::{MEAN, STD};
 use training::data::Image;
 use training::recipe::DetectionConfig;
 use training::run_dir::RunDir;
 use zoo::export::ExportedFiles;
 use zoo::publish::PublishRequest;
 use zoo::reference::{Provenance, WeightsRef, ZooContext};
-use zoo::registry::{Entry, FileRole, InputConfig, Interpolation, Origin, Task};
+use zoo::registry::{Entry, FileRole, Task};
 
 use super::data::single_image_batch;
 use super::model::{Detections, FasterRcnn};
@@ -25,12 +24,8 @@ use crate::TransferError;
 
 /// The head layout this crate builds (GluonCV's C4 Faster R-CNN).
 pub const ARCHITECTURE: &str = "faster_rcnn_c4";
-/// The configuration file beside the weights.
-pub const CONFIG: &str = "config.json";
-/// The weights file.
-pub const WEIGHTS: &str = "model.safetensors";
-/// The ONNX graph.
-pub const ONNX: &str = "model.onnx";
+use crate::saved::{check_normalisation, imagenet_normalisation, model_files, EntryFacts};
+pub use crate::saved::{CONFIG, ONNX, WEIGHTS};
 
 /// `config.json` of a detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,43 +73,10 @@ impl DetectorConfig {
                 cfg.num_classes
             )));
         }
-        if cfg.mean.iter().any(|m| !m.is_finite())
-            || cfg.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
-        {
-            return Err(bad(format!(
-                "mean {:?} / std {:?}: the mean must be finite and the std positive",
-                cfg.mean, cfg.std
-            )));
-        }
+        check_normalisation(path, cfg.mean, cfg.std)?;
         cfg.detection.validate().map_err(bad)?;
         Ok(cfg)
     }
-
-    /// Whether the `config.json` at `path` describes a detector (its `task`), without
-    /// checking the rest.
-    pub fn task_of(path: &Path) -> Result<Task, TransferError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TransferError::data(path, e))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| TransferError::data(path, format!("not JSON: {e}")))?;
-        match value.get("task") {
-            None => Ok(Task::Classification),
-            Some(t) => serde_json::from_value(t.clone()).map_err(|_| {
-                TransferError::data(
-                    path,
-                    format!("unknown task {t}: classification, detection or segmentation"),
-                )
-            }),
-        }
-    }
-}
-
-/// The ImageNet mean and std on [0, 1] pixels, as the detector's training pipeline applies
-/// them (GluonCV's constants, 123.68 / 58.393 … on [0, 255]).
-fn imagenet_normalisation() -> ([f64; 3], [f64; 3]) {
-    (
-        MEAN.map(|m| m as f64 / 255.0),
-        STD.map(|s| s as f64 / 255.0),
-    )
 }
 
 /// A detector with its weights and what is known about it.
@@ -136,49 +98,8 @@ impl SavedDetector {
     pub fn load(reference: &WeightsRef, ctx: &ZooContext) -> Result<Self, TransferError> {
         match reference {
             WeightsRef::Path(p) if RunDir::is_run(p) => Self::from_run(p),
-            WeightsRef::Path(p) => {
-                let dir = if p.is_dir() {
-                    p.clone()
-                } else {
-                    p.parent().map(Path::to_path_buf).unwrap_or_default()
-                };
-                let weights = if p.is_dir() {
-                    dir.join(WEIGHTS)
-                } else {
-                    p.clone()
-                };
-                Self::from_files(&dir.join(CONFIG), &weights, Provenance::default())
-            }
-            WeightsRef::Zoo(r) => {
-                let (_, entry) = ctx.find_entry(r)?;
-                if entry.task != Task::Detection {
-                    return Err(TransferError::Config(format!(
-                        "{} is a {} entry, not a detector",
-                        entry.id(),
-                        entry.task
-                    )));
-                }
-                let config = ctx.fetch(&entry, FileRole::Config)?;
-                let weights = ctx.fetch(&entry, FileRole::Safetensors)?;
-                let provenance = Provenance {
-                    dataset: Some(entry.dataset.clone()),
-                    metrics: entry.metrics.clone(),
-                    recipe: entry.recipe.clone(),
-                    tricks: entry.tricks.clone(),
-                    source: entry.source.clone(),
-                    parent: Some(entry.id()),
-                    license: Some(entry.license.clone()),
-                };
-                Self::from_files(&config, &weights, provenance)
-            }
-            WeightsRef::Hub { repo, revision } => {
-                let hub = ctx.hub()?;
-                let config = hub.download(repo, revision, CONFIG, None)?;
-                let weights = hub.download(repo, revision, WEIGHTS, None)?;
-                let provenance = Provenance {
-                    source: Some(format!("https://huggingface.co/{repo} at {revision}")),
-                    ..Default::default()
-                };
+            r => {
+                let (config, weights, provenance) = model_files(r, ctx, Task::Detection)?;
                 Self::from_files(&config, &weights, provenance)
             }
         }
@@ -349,72 +270,15 @@ impl SavedDetector {
         req: PublishRequest,
         onnx_size: [usize; 2],
     ) -> Result<Entry, TransferError> {
-        let prov = self.provenance.clone();
-        let (mean, std) = (self.config.mean, self.config.std);
-        let entry = Entry {
-            name: req.name.clone(),
-            version: req.version,
+        let facts = EntryFacts {
             task: Task::Detection,
-            architecture: self.config.backbone.clone(),
-            dataset: req
-                .dataset
-                .or(prov.dataset)
-                .unwrap_or_else(|| "unknown".into()),
+            backbone: self.config.backbone.clone(),
             num_classes: self.config.num_classes,
-            recipe: prov.recipe,
-            source: prov.source.or(Some(req.source)),
-            tricks: prov.tricks,
-            parent: req.parent.or(prov.parent),
-            license: req
-                .license
-                .or(prov.license)
-                .unwrap_or_else(|| "apache-2.0".into()),
-            created: zoo::publish::now_rfc3339(),
-            notes: None,
-            metrics: prov.metrics,
-            input: InputConfig {
-                size: [3, onnx_size[0], onnx_size[1]],
-                mean,
-                std,
-                crop_pct: 1.0,
-                interpolation: Interpolation::Bilinear,
-            },
-            origin: Origin {
-                hub: None,
-                revision: None,
-            },
-            files: vec![],
+            input_size: onnx_size,
+            mean: self.config.mean,
+            std: self.config.std,
         };
+        let entry = crate::saved::entry(req, facts, self.provenance.clone());
         zoo::publish::publish_exported(ctx, entry, |dir: &Path| self.export(dir, Some(onnx_size)))
-    }
-}
-
-/// What the weights `reference` names are for: a run's `run.json`, a `config.json`'s
-/// `task` (beside a file, in a folder, of a zoo entry or Hub repository), else
-/// classification.
-pub fn task_of(reference: &WeightsRef, ctx: &ZooContext) -> Result<Task, TransferError> {
-    match reference {
-        WeightsRef::Path(p) if RunDir::is_run(p) => {
-            let task = RunDir::open(p)?.task()?;
-            serde_json::from_value(serde_json::Value::String(task.clone()))
-                .map_err(|_| TransferError::data(p, format!("unknown task `{task}`")))
-        }
-        WeightsRef::Path(p) => {
-            let config: PathBuf = if p.is_dir() {
-                p.join(CONFIG)
-            } else {
-                p.with_file_name(CONFIG)
-            };
-            if config.is_file() {
-                DetectorConfig::task_of(&config)
-            } else {
-                Ok(Task::Classification)
-            }
-        }
-        WeightsRef::Zoo(r) => Ok(ctx.find_entry(r)?.1.task),
-        WeightsRef::Hub { repo, revision } => {
-            let config = ctx.hub()?.download(repo, revision, CONFIG, None)?;
-            DetectorConfig::task_of(&config)
-        }
     }
 }
