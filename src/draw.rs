@@ -98,3 +98,97 @@ pub fn draw_boxes(img: &Image, boxes: &[Labelled], path: &Path) -> Result<(), St
         .map_err(|e| format!("encoding {}: {e}", path.display()))?;
     zoo::atomic::write(path, &png).map_err(|e| format!("writing {}: {e}", path.display()))
 }
+
+/// A distinct colour for class `k` of many (hues spaced by the golden ratio).
+pub fn class_colour(k: usize) -> RGBColor {
+    let h = (k as f64 * 0.618_033_988_749_895).fract() * 6.0;
+    let (s, v) = (0.65, 0.95);
+    let c = v * s;
+    let x = c * (1.0 - (h % 2.0 - 1.0).abs());
+    let (r, g, b) = match h as usize {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let m = v - c;
+    let to = |u: f64| ((u + m) * 255.0).round() as u8;
+    RGBColor(to(r), to(g), to(b))
+}
+
+/// Writes `img` with its predicted `labels` (one class per pixel; `ignore` left as it is)
+/// blended in at half opacity, and a legend of the classes present (by area, at most 16)
+/// on a panel at the right, as a PNG at `path` (atomically).
+pub fn draw_overlay(
+    img: &Image,
+    labels: &[u32],
+    ignore: u32,
+    names: &[String],
+    path: &Path,
+) -> Result<(), String> {
+    register_bundled_font();
+    let (w, h) = (img.width, img.height);
+    let mut counts = vec![0usize; names.len()];
+    for &l in labels {
+        if l != ignore && (l as usize) < names.len() {
+            counts[l as usize] += 1;
+        }
+    }
+    let mut present: Vec<usize> = (0..names.len()).filter(|&k| counts[k] > 0).collect();
+    present.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+    present.truncate(16);
+    let row = 18usize;
+    let panel = 200usize;
+    let (cw, ch) = (w + panel, h.max(row * (present.len() + 1) + 8));
+    let mut buf = vec![255u8; cw * ch * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let mut px = [0.0f32; 3];
+            px.copy_from_slice(&img.data[i * 3..i * 3 + 3]);
+            let l = labels[i];
+            if l != ignore && (l as usize) < names.len() {
+                let RGBColor(r, g, b) = class_colour(l as usize);
+                for (p, c) in px.iter_mut().zip([r, g, b]) {
+                    *p = 0.5 * *p + 0.5 * c as f32;
+                }
+            }
+            let o = (y * cw + x) * 3;
+            for c in 0..3 {
+                buf[o + c] = px[c].round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    {
+        let err = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
+        let root = BitMapBackend::with_buffer(&mut buf, (cw as u32, ch as u32)).into_drawing_area();
+        let font = (FONT, 13).into_font().color(&BLACK);
+        let x0 = w as i32 + 8;
+        root.draw(&Text::new("classes (by area)", (x0, 4), font.clone()))
+            .map_err(|e| err(&e))?;
+        for (i, &k) in present.iter().enumerate() {
+            let y = (4 + row * (i + 1)) as i32;
+            root.draw(&Rectangle::new(
+                [(x0, y + 1), (x0 + 12, y + 13)],
+                class_colour(k).filled(),
+            ))
+            .map_err(|e| err(&e))?;
+            let share = 100.0 * counts[k] as f64 / labels.len() as f64;
+            root.draw(&Text::new(
+                format!("{} {share:.0}%", names[k]),
+                (x0 + 18, y),
+                font.clone(),
+            ))
+            .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    let image = image::RgbImage::from_raw(cw as u32, ch as u32, buf).expect("the buffer's size");
+    let mut png = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| format!("encoding {}: {e}", path.display()))?;
+    zoo::atomic::write(path, &png).map_err(|e| format!("writing {}: {e}", path.display()))
+}

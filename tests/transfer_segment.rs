@@ -179,3 +179,146 @@ fn bad_masks_and_settings_are_errors_naming_the_file_or_the_field() {
     ));
     assert!(e.contains("segmentation.aux_weight"), "{e}");
 }
+
+#[test]
+fn a_segmenter_predicts_exports_to_onnx_runtime_and_publishes_to_the_zoo() {
+    use std::collections::HashMap;
+    use transfer::segmentation::SavedSegmenter;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("ADE"), tmp.path().join("run"));
+    ade(&data);
+    let out = segment(&data, &run, &["--epochs", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Predict: the label PNG and the overlay per image; two images of different shapes.
+    let images: Vec<std::path::PathBuf> = (1..=3)
+        .map(|i| data.join(format!("images/validation/ADE_val_{i:08}.jpg")))
+        .collect();
+    let sizes: std::collections::HashSet<(u32, u32)> = images
+        .iter()
+        .map(|p| image::image_dimensions(p).unwrap())
+        .collect();
+    assert!(
+        sizes.len() >= 2,
+        "the generator gave one shape only: {sizes:?}"
+    );
+    let pred = tmp.path().join("pred");
+    let mut args = vec!["predict", "--weights", s(&run), "--out", s(&pred)];
+    args.extend(images.iter().map(|p| s(p)));
+    ok(&args);
+    for i in 1..=3 {
+        let overlay = image::open(pred.join(format!("ADE_val_{i:08}_overlay.png"))).unwrap();
+        let (w, _) = image::image_dimensions(&images[i - 1]).unwrap();
+        assert!(
+            overlay.width() > w,
+            "the legend panel sits beside the image"
+        );
+    }
+    // Export and ONNX Runtime on each image's own size.
+    let exp = tmp.path().join("export");
+    ok(&["export", s(&run), "--out", s(&exp)]);
+    zoo::onnx::read(&exp.join("model.onnx")).unwrap();
+    let python = support::python::python_with(&["onnxruntime", "safetensors", "numpy"]);
+    let seg = SavedSegmenter::load(
+        &zoo::reference::WeightsRef::Path(exp.clone()),
+        &zoo_ctx(tmp.path()),
+    )
+    .unwrap();
+    for (i, img_path) in images.iter().enumerate() {
+        let img = training::data::Image::open(img_path).unwrap();
+        let id = format!("ADE_val_{:08}", i + 1);
+        let labels = transfer::ade20k::read_mask(
+            &pred.join(format!("{id}.png")),
+            Some((img.width, img.height)),
+        )
+        .unwrap();
+        let labels = candle_core::Tensor::from_vec(
+            labels,
+            (img.height, img.width),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let (x_path, y_path) = (
+            tmp.path().join(format!("x{i}.safetensors")),
+            tmp.path().join(format!("y{i}.safetensors")),
+        );
+        zoo::weights::save_tensors(
+            &HashMap::from([("image".to_string(), seg.input(&img).unwrap())]),
+            &x_path,
+        )
+        .unwrap();
+        zoo::weights::save_tensors(&HashMap::from([("labels".to_string(), labels)]), &y_path)
+            .unwrap();
+        if let Some(python) = &python {
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/check_onnx_segmenter.py"
+            );
+            let out = std::process::Command::new(python)
+                .args([script, s(&exp.join("model.onnx")), s(&x_path), s(&y_path)])
+                .output()
+                .unwrap();
+            let report = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            println!("{id}: {report}");
+            assert!(out.status.success(), "{id}: {report}");
+        }
+    }
+    // Publish: an entry of task segmentation; predicting from it writes the same labels.
+    let zoo_dir = tmp.path().join("zoo");
+    ok(&[
+        "zoo",
+        "publish",
+        s(&run),
+        "--name",
+        "resnet10d_tiny.synth_ade_fcn",
+        "--version",
+        "1.0.0",
+        "--zoo",
+        s(&zoo_dir),
+    ]);
+    let shown = ok(&[
+        "zoo",
+        "show",
+        "resnet10d_tiny.synth_ade_fcn",
+        "--zoo",
+        s(&zoo_dir),
+    ]);
+    for want in [
+        "task = \"segmentation\"",
+        "pixacc = ",
+        "miou = ",
+        "num_classes = 150",
+    ] {
+        assert!(shown.contains(want), "{want}: {shown}");
+    }
+    let pred2 = tmp.path().join("pred2");
+    ok(&[
+        "predict",
+        "--weights",
+        "zoo:resnet10d_tiny.synth_ade_fcn",
+        "--zoo",
+        s(&zoo_dir),
+        s(&images[0]),
+        "--out",
+        s(&pred2),
+    ]);
+    assert_eq!(
+        std::fs::read(pred.join("ADE_val_00000001.png")).unwrap(),
+        std::fs::read(pred2.join("ADE_val_00000001.png")).unwrap()
+    );
+    // A segmenter without --out is told what to give.
+    let out = tricks(&["predict", "--weights", s(&run), s(&images[0])]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--out"));
+}
+
+fn zoo_ctx(root: &Path) -> zoo::reference::ZooContext {
+    zoo::reference::ZooContext {
+        local: zoo::local::LocalZoo::new(root.join("no-zoo")),
+        offline: true,
+    }
+}

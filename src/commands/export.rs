@@ -63,7 +63,14 @@ pub fn run(args: Args) -> Result<()> {
             // The weights and the config travel together: ONNX alone still writes them.
             det.export(&args.out, formats.onnx.then_some(size))?
         }
-        _ => {
+        Task::Segmentation => {
+            if args.onnx_size.is_some() {
+                bail!("--onnx-size is for detectors: a segmenter's ONNX graph takes any size");
+            }
+            let seg = transfer::segmentation::SavedSegmenter::load(&args.checkpoint, &ctx)?;
+            seg.export(&args.out, formats.onnx)?
+        }
+        Task::Classification => {
             if args.onnx_size.is_some() {
                 bail!("--onnx-size is for detectors: a classifier's ONNX graph takes any size");
             }

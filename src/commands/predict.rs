@@ -1,7 +1,8 @@
 //! `tricks predict`: what a model sees in each image. A classifier prints its top classes
 //! with their names, preprocessing each image as the weights' input configuration says; a
 //! detector writes, per image, the image with its boxes drawn (`NAME.png`) and its
-//! detections (`NAME.json`) under `--out`.
+//! detections (`NAME.json`) under `--out`; a segmenter the label image (`NAME.png`, ADE20K's
+//! encoding) and a colour overlay with a legend (`NAME_overlay.png`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +12,10 @@ use serde::Serialize;
 use training::data::pretrained::preprocess;
 use training::data::Image;
 use transfer::detection::SavedDetector;
+use transfer::segmentation::SavedSegmenter;
 use zoo::registry::Task;
 
-use crate::draw::{draw_boxes, Labelled};
+use crate::draw::{draw_boxes, draw_overlay, Labelled};
 use crate::weights_ref::WeightsArgs;
 
 #[derive(Debug, clap::Args)]
@@ -24,7 +26,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub top: usize,
     /// Where a detector writes `NAME.png` (the boxes drawn) and `NAME.json` (every
-    /// detection) per image.
+    /// detection), a segmenter `NAME.png` (labels) and `NAME_overlay.png`, per image.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Boxes scoring at least this are drawn and printed (detector; the JSON has all).
@@ -40,11 +42,61 @@ pub fn run(args: Args) -> Result<()> {
     match transfer::saved::task_of(&args.weights.weights, &ctx)? {
         Task::Classification => classify(&args),
         Task::Detection => detect(&args),
-        Task::Segmentation => bail!(
-            "{} is a segmenter: this build predicts with classifiers and detectors",
-            args.weights.weights
-        ),
+        Task::Segmentation => segment(&args),
     }
+}
+
+fn segment(args: &Args) -> Result<()> {
+    use transfer::ade20k::IGNORE;
+    let Some(out) = &args.out else {
+        bail!("a segmenter writes label images: give --out DIR for the PNG files");
+    };
+    let seg = SavedSegmenter::load(&args.weights.weights, &args.weights.zoo.context())?;
+    let net = seg.inference()?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let names = &seg.config.label_names;
+    let mut stems = std::collections::HashSet::new();
+    for path in &args.images {
+        let stem = file_stem(path)?;
+        if !stems.insert(stem.clone()) {
+            bail!(
+                "{}: two images named {stem} would write the same files under {}",
+                path.display(),
+                out.display()
+            );
+        }
+        let img = Image::open(path).map_err(anyhow::Error::msg)?;
+        let labels = seg.predict(&net, &img)?;
+        let label_png = out.join(format!("{stem}.png"));
+        transfer::ade20k::write_mask(&label_png, &labels, img.width, img.height)?;
+        let overlay = out.join(format!("{stem}_overlay.png"));
+        draw_overlay(&img, &labels, IGNORE, names, &overlay).map_err(anyhow::Error::msg)?;
+        let mut counts = std::collections::BTreeMap::new();
+        for &l in &labels {
+            *counts.entry(l).or_insert(0usize) += 1;
+        }
+        let mut top: Vec<(u32, usize)> = counts.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let summary: Vec<String> = top
+            .iter()
+            .take(5)
+            .map(|(l, n)| {
+                format!(
+                    "{} {:.0}%",
+                    names[*l as usize],
+                    100.0 * *n as f64 / labels.len() as f64
+                )
+            })
+            .collect();
+        println!(
+            "{}: {} → {} (labels, ADE20K encoding), {}",
+            path.display(),
+            summary.join(", "),
+            label_png.display(),
+            overlay.display()
+        );
+    }
+    Ok(())
 }
 
 fn classify(args: &Args) -> Result<()> {

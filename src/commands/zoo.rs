@@ -256,7 +256,14 @@ fn publish(args: &ZooArgs, p: PublishArgs) -> Result<()> {
             let size = p.onnx_size.unwrap_or_else(|| det.default_onnx_size());
             det.publish(&ctx, request, size)?
         }
-        _ => {
+        Task::Segmentation => {
+            if p.onnx_size.is_some() {
+                bail!("--onnx-size is for detectors: a segmenter's ONNX graph takes any size");
+            }
+            transfer::segmentation::SavedSegmenter::load(&p.checkpoint, &ctx)?
+                .publish(&ctx, request)?
+        }
+        Task::Classification => {
             if p.onnx_size.is_some() {
                 bail!("--onnx-size is for detectors: a classifier's ONNX graph takes any size");
             }

@@ -2,13 +2,16 @@
 //! predicted label files ([`score_predictions`], what `tricks eval segmentation` runs).
 //!
 //! [`model::Fcn`] is the network, [`data`] its samples, [`task::Segmentation`] its
-//! training task.
+//! training task, [`saved`] a trained segmenter as files and [`onnx`] as one ONNX graph.
 
 pub mod data;
 pub mod model;
+pub mod onnx;
+pub mod saved;
 pub mod task;
 
 pub use model::Fcn;
+pub use saved::{SavedSegmenter, SegmenterConfig};
 pub use task::{Segmentation, SegmentationSpec};
 
 use std::path::Path;

@@ -24,10 +24,10 @@ use crate::TransferError;
 
 /// One FCN head: `conv3×3 → BN → ReLU → dropout → conv1×1 (+ bias)`.
 #[derive(Clone)]
-struct FcnHead {
-    block: ConvBn,
-    cls_weight: Tensor,
-    cls_bias: Tensor,
+pub(super) struct FcnHead {
+    pub(super) block: ConvBn,
+    pub(super) cls_weight: Tensor,
+    pub(super) cls_bias: Tensor,
 }
 
 impl FcnHead {
@@ -87,7 +87,7 @@ impl FcnHead {
 pub struct Fcn {
     /// The dilated ResNet (no classifier).
     pub backbone: ResNet,
-    head: FcnHead,
+    pub(super) head: FcnHead,
     aux: Option<FcnHead>,
     cfg: SegmentationConfig,
     classes: usize,
