@@ -56,6 +56,10 @@ pub struct SegmentationOverrides {
     /// Learning-rate multiplier of the heads.
     #[arg(long)]
     pub head_lr_mult: Option<f64>,
+    /// Validate at GluonCV's scales (0.5 to 1.75 × base size) with flip, in crop-sized
+    /// windows where a scaled image is larger than the crop.
+    #[arg(long)]
+    pub multi_scale_eval: bool,
 }
 
 impl SegmentationOverrides {
@@ -73,6 +77,10 @@ impl SegmentationOverrides {
             aux_weight,
             head_lr_mult
         );
+        if self.multi_scale_eval {
+            c.val_scales = training::recipe::MULTI_SCALE_EVAL.to_vec();
+            c.val_flip = true;
+        }
         r
     }
 }

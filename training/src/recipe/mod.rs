@@ -24,7 +24,7 @@ pub use detection::{
 pub use optimisation::Optimisation;
 use optimisation::{check_real, parse_validated, recipe_text};
 pub use segmentation::{
-    SegmentationConfig, SegmentationRecipe, SEGMENTATION_REFERENCE_BATCH,
+    SegmentationConfig, SegmentationRecipe, MULTI_SCALE_EVAL, SEGMENTATION_REFERENCE_BATCH,
     SEGMENTATION_REFERENCE_LR, SHIPPED_SEGMENTATION,
 };
 

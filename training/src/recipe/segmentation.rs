@@ -54,7 +54,17 @@ pub struct SegmentationConfig {
     /// Validation: images whose longer side is above this are resized down to it first
     /// (0: never), predictions resized back (nearest) to the original size.
     pub val_max_size: usize,
+    /// Validation at several scales (the longer side at `scale × base_size`), softmax
+    /// scores averaged at the original size; a scaled image larger than the crop is
+    /// predicted in crop-sized windows with a stride of 2/3 crop. Empty: the whole image at
+    /// its own size. GluonCV's evaluation: [`MULTI_SCALE_EVAL`] with flip.
+    pub val_scales: Vec<f64>,
+    /// Validation: add the scores of the horizontally flipped image.
+    pub val_flip: bool,
 }
+
+/// GluonCV's multi-scale evaluation scales (with flip).
+pub const MULTI_SCALE_EVAL: [f64; 6] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75];
 
 impl Default for SegmentationConfig {
     fn default() -> Self {
@@ -72,6 +82,8 @@ impl Default for SegmentationConfig {
             dropout: 0.1,
             align_corners: true,
             val_max_size: 0,
+            val_scales: vec![],
+            val_flip: false,
         }
     }
 }
@@ -104,6 +116,21 @@ impl SegmentationConfig {
                 &self.output_stride,
                 "8, 16 or 32",
             ));
+        }
+        if self.val_scales.len() > 16 {
+            return Err(out_of_domain(
+                "segmentation.val_scales",
+                &self.val_scales.len(),
+                "at most 16 scales",
+            ));
+        }
+        for (i, &v) in self.val_scales.iter().enumerate() {
+            check_real(
+                &format!("segmentation.val_scales[{i}]"),
+                v,
+                v > 0.0 && v <= 4.0,
+                "in (0, 4]",
+            )?;
         }
         let [lo, hi] = self.scale_range;
         for (i, v) in [lo, hi].into_iter().enumerate() {
@@ -248,6 +275,7 @@ mod tests {
             ("dropout", |c| c.dropout = 1.0),
             ("head_lr_mult", |c| c.head_lr_mult = 0.0),
             ("val_max_size", |c| c.val_max_size = 7),
+            ("val_scales[1]", |c| c.val_scales = vec![1.0, 9.0]),
         ];
         for (field, edit) in cases {
             let mut r = SegmentationRecipe::default();

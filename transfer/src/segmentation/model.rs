@@ -243,6 +243,84 @@ impl Fcn {
         })
     }
 
+    /// Class probabilities of `x (1, 3, h, w)` at its size: in one pass when it fits in the
+    /// crop, else in crop-sized windows with a stride of 2/3 crop (the last one flush with
+    /// the border), averaged where they overlap.
+    fn window_probs(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let softmax = |t: &Tensor| -> candle_core::Result<Tensor> {
+            candle_nn::ops::softmax(&self.forward(t, false, None)?.0, 1)
+        };
+        let (_, _, h, w) = x.dims4()?;
+        let c = self.cfg.crop_size;
+        if h <= c && w <= c {
+            return softmax(x);
+        }
+        let starts = |len: usize| -> Vec<usize> {
+            if len <= c {
+                return vec![0];
+            }
+            let stride = (c * 2 / 3).max(1);
+            let mut v: Vec<usize> = (0..len - c).step_by(stride).collect();
+            v.push(len - c);
+            v
+        };
+        let (th, tw) = (h.min(c), w.min(c));
+        let mut acc = Tensor::zeros((1, self.classes, h, w), DType::F32, x.device())?;
+        let mut count = vec![0f32; h * w];
+        for &y0 in &starts(h) {
+            for &x0 in &starts(w) {
+                let tile = x.narrow(2, y0, th)?.narrow(3, x0, tw)?;
+                let p = softmax(&tile.contiguous()?)?;
+                // Placed back by padding with zeros around it.
+                let placed =
+                    p.pad_with_zeros(2, y0, h - y0 - th)?
+                        .pad_with_zeros(3, x0, w - x0 - tw)?;
+                acc = (acc + placed)?;
+                for y in y0..y0 + th {
+                    for v in &mut count[y * w + x0..y * w + x0 + tw] {
+                        *v += 1.0;
+                    }
+                }
+            }
+        }
+        let count = Tensor::from_vec(count, (1, 1, h, w), x.device())?;
+        acc.broadcast_div(&count)
+    }
+
+    /// `x` mirrored left to right.
+    fn flip(x: &Tensor) -> candle_core::Result<Tensor> {
+        let w = x.dim(3)?;
+        let idx: Vec<u32> = (0..w as u32).rev().collect();
+        x.index_select(&Tensor::new(idx.as_slice(), x.device())?, 3)
+    }
+
+    /// The class of every pixel of one normalised image `x (1, 3, H, W)` from its scores at
+    /// the recipe's validation scales (and flipped, with `val_flip`), each resized back to
+    /// `H × W` and summed (GluonCV's multi-scale evaluation). Without scales: [`Self::predict`].
+    pub fn predict_multiscale(&self, x: &Tensor) -> candle_core::Result<Vec<u32>> {
+        if self.cfg.val_scales.is_empty() {
+            return Ok(self.predict(x)?.remove(0));
+        }
+        let (_, _, h, w) = x.dims4()?;
+        let align = self.cfg.align_corners;
+        let mut acc = Tensor::zeros((1, self.classes, h, w), DType::F32, x.device())?;
+        for &s in &self.cfg.val_scales {
+            let long = (self.cfg.base_size as f64 * s).round().max(1.0);
+            let r = long / h.max(w) as f64;
+            let size = (
+                ((h as f64 * r).round() as usize).max(1),
+                ((w as f64 * r).round() as usize).max(1),
+            );
+            let scaled = ops::resize::resize_bilinear(x, size, align)?;
+            let mut p = self.window_probs(&scaled)?;
+            if self.cfg.val_flip {
+                p = (p + Self::flip(&self.window_probs(&Self::flip(&scaled)?)?)?)?;
+            }
+            acc = (acc + ops::resize::resize_bilinear(&p, (h, w), align)?)?;
+        }
+        acc.argmax(1)?.flatten_all()?.to_vec1::<u32>()
+    }
+
     /// The predicted class of every pixel of `images (N, 3, H, W)`: `(N, H, W)` labels.
     pub fn predict(&self, images: &Tensor) -> candle_core::Result<Vec<Vec<u32>>> {
         let (main, _) = self.forward(images, false, None)?;
@@ -302,5 +380,31 @@ mod tests {
         assert_eq!(predicted[0].len(), 48 * 40);
         assert!(predicted[0].iter().all(|&c| c < 150));
         assert!(Fcn::is_head("aux.bn.weight") && !Fcn::is_head("backbone.conv1.0.weight"));
+    }
+
+    #[test]
+    fn multi_scale_prediction_at_scale_one_in_one_window_is_the_plain_prediction() {
+        let vars = VarMap::new();
+        let mut cfg = SegmentationConfig {
+            base_size: 40,
+            crop_size: 64,
+            ..Default::default()
+        };
+        let fcn = Fcn::new("resnet10d_tiny", 150, &cfg, &vars, 0, &Device::Cpu).unwrap();
+        let x = ops::gradcheck::uniform(&[1, 3, 30, 40], 2, &Device::Cpu).unwrap();
+        let plain = fcn.predict(&x).unwrap().remove(0);
+        cfg.val_scales = vec![1.0];
+        let net = Fcn::new("resnet10d_tiny", 150, &cfg, &vars, 0, &Device::Cpu).unwrap();
+        let vb_copy = net.frozen(&vars).unwrap();
+        // Same weights (Fcn::new initialises with the same seed), long side 40 = base size.
+        assert_eq!(vb_copy.predict_multiscale(&x).unwrap(), plain);
+        // Windows: a crop smaller than the image still labels every pixel with a class.
+        cfg.crop_size = 32;
+        cfg.val_scales = vec![1.0, 1.5];
+        cfg.val_flip = true;
+        let tiled = Fcn::new("resnet10d_tiny", 150, &cfg, &vars, 0, &Device::Cpu).unwrap();
+        let labels = tiled.predict_multiscale(&x).unwrap();
+        assert_eq!(labels.len(), 30 * 40);
+        assert!(labels.iter().all(|&l| l < 150));
     }
 }

@@ -216,9 +216,10 @@ impl SavedSegmenter {
         )?)
     }
 
-    /// The class of every pixel of `img` (the whole image at its own size), by `net`.
+    /// The class of every pixel of `img` by `net`: the whole image at its own size, or at
+    /// the config's validation scales (and flipped) when it has them.
     pub fn predict(&self, net: &Fcn, img: &Image) -> Result<Vec<u32>, TransferError> {
-        Ok(net.predict(&self.input(img)?)?.remove(0))
+        Ok(net.predict_multiscale(&self.input(img)?)?)
     }
 
     /// Writes `model.safetensors` and `config.json` (and `model.onnx` when `onnx`) into

@@ -162,7 +162,14 @@ impl Segmentation {
         let val_set = AdeDataset::open(&self.spec.data, "validation", self.spec.strict)?;
         for batch in self.val.epoch(0, 0) {
             let batch: SegBatch = batch?;
-            let labels = net.predict(&batch.images.to_device(&self.device)?)?;
+            let images = batch.images.to_device(&self.device)?;
+            let labels = if self.spec.recipe.segmentation.val_scales.is_empty() {
+                net.predict(&images)?
+            } else {
+                (0..images.dim(0)?)
+                    .map(|i| net.predict_multiscale(&images.narrow(0, i, 1)?))
+                    .collect::<candle_core::Result<_>>()?
+            };
             // Padded to the batch's largest image: each prediction cropped to its own.
             let stride = batch.images.dim(3)?;
             for ((index, (h, w)), pred) in batch.samples.iter().zip(labels) {
