@@ -5,9 +5,11 @@
     python3 scripts/check_onnx_segmenter.py MODEL.onnx INPUT.safetensors LABELS.safetensors
 
 INPUT holds `image` (1, 3, H, W), the normalised image `tricks predict` ran; LABELS holds
-`labels` (H, W), the classes it wrote (its label PNG decoded). At least 99.9 % of the pixels
-must get the same class (argmax ties between nearly equal logits may differ in the last
-bits). Exits non-zero otherwise, or when the graph's names or shapes are wrong.
+`labels` (H, W), the classes it wrote (its label PNG decoded), and `logits` (1, C, H, W),
+our network's upsampled logits for the same input. The logits must agree within 1e-4 of
+the largest |logit|, and at least 99.9 % of the pixels must get the same class (argmax ties
+between nearly equal logits may differ in the last bits). Exits non-zero otherwise, or when
+the graph's names or shapes are wrong.
 """
 import sys
 
@@ -19,7 +21,8 @@ from safetensors.numpy import load_file
 def main():
     model, inputs, labels = sys.argv[1:4]
     x = load_file(inputs)["image"]
-    want = load_file(labels)["labels"].astype(np.int64)
+    expected = load_file(labels)
+    want = expected["labels"].astype(np.int64)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
@@ -33,8 +36,13 @@ def main():
         sys.exit(f"shapes: labels {got.shape}, logits {logits.shape} for input {x.shape}")
     if not np.array_equal(np.argmax(logits, axis=1), got):
         sys.exit("labels are not the argmax of the logits")
+    ours = expected["logits"]
+    err = float(np.abs(logits - ours).max() / max(np.abs(ours).max(), 1e-12))
     same = float(np.mean(got[0] == want))
-    print(f"onnxruntime {ort.__version__}: {h}x{w}, {100 * same:.3f}% of the pixels agree")
+    print(f"onnxruntime {ort.__version__}: {h}x{w}, logits within {err:.2e} (relative), "
+          f"{100 * same:.3f}% of the pixels agree, {len(np.unique(got))} classes predicted")
+    if not err <= 1e-4:
+        sys.exit(f"logits differ by {err:.2e} relative to the largest")
     if same < 0.999:
         sys.exit(f"only {100 * same:.3f}% of the pixels agree with tricks predict")
 

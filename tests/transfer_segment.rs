@@ -227,6 +227,7 @@ fn a_segmenter_predicts_exports_to_onnx_runtime_and_publishes_to_the_zoo() {
         &zoo_ctx(tmp.path()),
     )
     .unwrap();
+    let net = seg.inference().unwrap();
     for (i, img_path) in images.iter().enumerate() {
         let img = training::data::Image::open(img_path).unwrap();
         let id = format!("ADE_val_{:08}", i + 1);
@@ -250,8 +251,16 @@ fn a_segmenter_predicts_exports_to_onnx_runtime_and_publishes_to_the_zoo() {
             &x_path,
         )
         .unwrap();
-        zoo::weights::save_tensors(&HashMap::from([("labels".to_string(), labels)]), &y_path)
-            .unwrap();
+        // Our upsampled logits for the same input, to compare numbers and not only classes.
+        let (logits, _) = net.forward(&seg.input(&img).unwrap(), false, None).unwrap();
+        zoo::weights::save_tensors(
+            &HashMap::from([
+                ("labels".to_string(), labels),
+                ("logits".to_string(), logits),
+            ]),
+            &y_path,
+        )
+        .unwrap();
         if let Some(python) = &python {
             let script = concat!(
                 env!("CARGO_MANIFEST_DIR"),
