@@ -131,7 +131,7 @@ pub fn model_card(e: &Entry, repo: &str) -> String {
     } else {
         let outputs = match e.task {
             Task::Detection => "outputs `boxes`, `scores`, `labels`",
-            _ => "output `labels`",
+            _ => "outputs `logits`, `labels`; any input size",
         };
         card.push_str(&format!(
             "## Input\n\nRGB normalised with mean {:?} and std {:?}, resized as `config.json` says; \
@@ -203,5 +203,13 @@ mod tests {
         assert!(d.contains("outputs `boxes`, `scores`, `labels`"));
         assert!(d.contains("Fine-tuned from `resnet10d_tiny.shapes@1.0.0`"));
         assert!(!d.contains("timm.create_model"), "{d}");
+        let s = model_card(
+            &entry(Task::Segmentation, &[("pixacc", 86.31), ("miou", 1.86)]),
+            "me/s",
+        );
+        assert!(s.contains("pipeline_tag: image-segmentation"), "{s}");
+        assert!(s.contains("name: Mean IoU\n      value: 1.860"), "{s}");
+        assert!(s.contains("name: Pixel accuracy\n      value: 86.310"));
+        assert!(s.contains("outputs `logits`, `labels`"));
     }
 }
