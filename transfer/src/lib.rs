@@ -58,6 +58,24 @@ impl TransferError {
     }
 }
 
+/// Opens the run in `dir` to resume it and reads its `run.json`, refusing a run of another
+/// task than `task` by name.
+pub(crate) fn resume_spec<S: serde::de::DeserializeOwned>(
+    dir: &Path,
+    task: &str,
+) -> Result<(training::run_dir::RunDir, S), TransferError> {
+    let run = training::run_dir::RunDir::resume(dir)?;
+    let found = run.task()?;
+    if found != task {
+        return Err(TransferError::data(
+            dir,
+            format!("is a {found} run, not a {task} run"),
+        ));
+    }
+    let spec = run.spec()?;
+    Ok((run, spec))
+}
+
 impl From<TransferError> for training::TrainingError {
     fn from(e: TransferError) -> Self {
         match e {

@@ -17,6 +17,7 @@ use training::data::synth::{contrasting_colour, luminance, paint, random_colour,
 use training::data::{mix, Image};
 
 use crate::ade20k::{write_mask, IGNORE};
+use crate::synth_voc::jpeg;
 use crate::TransferError;
 
 /// What to generate.
@@ -140,24 +141,6 @@ fn render(seed: u64, cfg: &SynthAdeConfig) -> (Image, Vec<u32>) {
         *v = (*v + e * noise_std).clamp(0.0, 255.0);
     }
     (img, labels)
-}
-
-fn jpeg(img: &Image) -> Result<Vec<u8>, String> {
-    let bytes: Vec<u8> = img
-        .data
-        .iter()
-        .map(|&v| v.round().clamp(0.0, 255.0) as u8)
-        .collect();
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
-        .encode(
-            &bytes,
-            img.width as u32,
-            img.height as u32,
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 /// Writes `images/{training,validation}` and `annotations/{training,validation}` under

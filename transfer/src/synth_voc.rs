@@ -152,7 +152,8 @@ fn annotation(id: &str, w: usize, h: usize, objects: &[Drawn]) -> String {
     s
 }
 
-fn jpeg(img: &Image) -> Result<Vec<u8>, String> {
+/// `img` as a JPEG of quality 92 (both generators' images).
+pub(crate) fn jpeg(img: &Image) -> Result<Vec<u8>, String> {
     let bytes: Vec<u8> = img
         .data
         .iter()

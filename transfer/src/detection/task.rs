@@ -80,15 +80,7 @@ impl Detection {
 
     /// Continues the detection run in `dir` from its last checkpoint.
     pub fn resume(dir: &Path, device: &Device) -> Result<Trainer<Self>, TransferError> {
-        let run = RunDir::resume(dir)?;
-        let task = run.task()?;
-        if task != "detection" {
-            return Err(TransferError::data(
-                dir,
-                format!("is a {task} run, not a detection run"),
-            ));
-        }
-        let spec: DetectionSpec = run.spec()?;
+        let (run, spec): (RunDir, DetectionSpec) = crate::resume_spec(dir, "detection")?;
         spec.recipe.validate().map_err(|e| {
             TransferError::data(&run.path(RunDir::SPEC), format!("cannot be resumed: {e}"))
         })?;

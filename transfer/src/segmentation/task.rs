@@ -73,15 +73,7 @@ impl Segmentation {
 
     /// Continues the segmentation run in `dir` from its last checkpoint.
     pub fn resume(dir: &Path, device: &Device) -> Result<Trainer<Self>, TransferError> {
-        let run = RunDir::resume(dir)?;
-        let task = run.task()?;
-        if task != "segmentation" {
-            return Err(TransferError::data(
-                dir,
-                format!("is a {task} run, not a segmentation run"),
-            ));
-        }
-        let spec: SegmentationSpec = run.spec()?;
+        let (run, spec): (RunDir, SegmentationSpec) = crate::resume_spec(dir, "segmentation")?;
         spec.recipe.validate().map_err(|e| {
             TransferError::data(&run.path(RunDir::SPEC), format!("cannot be resumed: {e}"))
         })?;
