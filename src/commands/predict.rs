@@ -55,16 +55,7 @@ fn segment(args: &Args) -> Result<()> {
     let net = seg.inference()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let names = &seg.config.label_names;
-    let mut stems = std::collections::HashSet::new();
-    for path in &args.images {
-        let stem = file_stem(path)?;
-        if !stems.insert(stem.clone()) {
-            bail!(
-                "{}: two images named {stem} would write the same files under {}",
-                path.display(),
-                out.display()
-            );
-        }
+    for (path, stem) in args.images.iter().zip(output_stems(&args.images, out)?) {
         let img = Image::open(path).map_err(anyhow::Error::msg)?;
         let labels = seg.predict(&net, &img)?;
         let label_png = out.join(format!("{stem}.png"));
@@ -174,16 +165,7 @@ fn detect(args: &Args) -> Result<()> {
     let net = det.inference()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let names = &det.config.label_names;
-    let mut stems = std::collections::HashSet::new();
-    for path in &args.images {
-        let stem = file_stem(path)?;
-        if !stems.insert(stem.clone()) {
-            bail!(
-                "{}: two images named {stem} would write the same files under {}",
-                path.display(),
-                out.display()
-            );
-        }
+    for (path, stem) in args.images.iter().zip(output_stems(&args.images, out)?) {
         let img = Image::open(path).map_err(anyhow::Error::msg)?;
         let d = det.predict(&net, &img)?;
         let detections: Vec<JsonDetection> = (0..d.boxes.len())
@@ -231,8 +213,25 @@ fn detect(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn file_stem(path: &Path) -> Result<String> {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .with_context(|| format!("{}: not a file name", path.display()))
+/// Each image's file stem, the name of its outputs under `out`; two images of the same
+/// stem are refused before anything is written.
+fn output_stems(images: &[PathBuf], out: &Path) -> Result<Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    images
+        .iter()
+        .map(|path| {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .with_context(|| format!("{}: not a file name", path.display()))?;
+            if !seen.insert(stem.clone()) {
+                bail!(
+                    "{}: two images named {stem} would write the same files under {}",
+                    path.display(),
+                    out.display()
+                );
+            }
+            Ok(stem)
+        })
+        .collect()
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use training::recipe::{DetectionRecipe, SegmentationRecipe};
+use training::run_dir::EpochMetrics;
+use training::trainer::{Task, Trainer};
 use transfer::detection::{Detection, DetectionSpec};
 use transfer::segmentation::{Segmentation, SegmentationSpec};
 use transfer::voc::VOC_CLASSES;
@@ -269,6 +271,31 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
+/// `--resume` with recipe flags (`given`) is refused: a run keeps the recipe it started with.
+fn refuse_recipe_flags(dir: &std::path::Path, given: bool) -> Result<()> {
+    if given {
+        bail!(
+            "--resume continues a run with the recipe it was started with ({}); recipe flags apply to new runs only",
+            dir.join("recipe.toml").display()
+        );
+    }
+    Ok(())
+}
+
+/// Trains `trainer` to its last epoch with a progress bar, reports the files skipped, and
+/// returns the epochs this call ran (none: the run had already finished).
+fn train_to_end<T: Task>(trainer: &mut Trainer<T>) -> Result<Vec<EpochMetrics>> {
+    let metrics = RunProgress::new("").drive(|progress, epoch| trainer.run(progress, epoch))?;
+    let skipped = trainer.skipped_images();
+    if !skipped.is_empty() {
+        eprintln!("{} file(s) skipped:", skipped.len());
+        for s in skipped.iter().take(20) {
+            eprintln!("  {s}");
+        }
+    }
+    Ok(metrics)
+}
+
 /// The backbone's architecture, its weights resolved to a file, and the zoo entry it came
 /// from: from `--backbone` (with `--backbone-model` for a bare file), or from
 /// `--backbone-model` alone for a run from scratch.
@@ -299,15 +326,12 @@ fn segment(args: SegmentArgs) -> Result<()> {
     let device = crate::device::parse(&args.device)?;
     let mut trainer = match &args.resume {
         Some(dir) => {
-            if args.optim != OptimOverrides::default()
-                || args.segmentation != SegmentationOverrides::default()
-                || args.recipe != "segmentation"
-            {
-                bail!(
-                    "--resume continues a run with the recipe it was started with ({}); recipe flags apply to new runs only",
-                    dir.join("recipe.toml").display()
-                );
-            }
+            refuse_recipe_flags(
+                dir,
+                args.optim != OptimOverrides::default()
+                    || args.segmentation != SegmentationOverrides::default()
+                    || args.recipe != "segmentation",
+            )?;
             let t = Segmentation::resume(dir, &device)?;
             println!("resuming {} after epoch {}", dir.display(), t.epochs_done());
             t
@@ -337,14 +361,7 @@ fn segment(args: SegmentArgs) -> Result<()> {
             )?
         }
     };
-    let metrics = RunProgress::new("").drive(|progress, epoch| trainer.run(progress, epoch))?;
-    let skipped = trainer.skipped_images();
-    if !skipped.is_empty() {
-        eprintln!("{} file(s) skipped:", skipped.len());
-        for s in skipped.iter().take(20) {
-            eprintln!("  {s}");
-        }
-    }
+    let metrics = train_to_end(&mut trainer)?;
     let run = trainer.run_dir().root().to_path_buf();
     let dir = run.join(transfer::segmentation::task::PREDICTIONS);
     // Every epoch's evaluation wrote the predictions there: score those.
@@ -368,15 +385,12 @@ fn detect(args: DetectArgs) -> Result<()> {
     let device = crate::device::parse(&args.device)?;
     let mut trainer = match &args.resume {
         Some(dir) => {
-            if args.optim != OptimOverrides::default()
-                || args.detection != DetectionOverrides::default()
-                || args.recipe != "detection"
-            {
-                bail!(
-                    "--resume continues a run with the recipe it was started with ({}); recipe flags apply to new runs only",
-                    dir.join("recipe.toml").display()
-                );
-            }
+            refuse_recipe_flags(
+                dir,
+                args.optim != OptimOverrides::default()
+                    || args.detection != DetectionOverrides::default()
+                    || args.recipe != "detection",
+            )?;
             let t = Detection::resume(dir, &device)?;
             println!("resuming {} after epoch {}", dir.display(), t.epochs_done());
             t
@@ -406,14 +420,7 @@ fn detect(args: DetectArgs) -> Result<()> {
             )?
         }
     };
-    let metrics = RunProgress::new("").drive(|progress, epoch| trainer.run(progress, epoch))?;
-    let skipped = trainer.skipped_images();
-    if !skipped.is_empty() {
-        eprintln!("{} file(s) skipped:", skipped.len());
-        for s in skipped.iter().take(20) {
-            eprintln!("  {s}");
-        }
-    }
+    let metrics = train_to_end(&mut trainer)?;
     let run = trainer.run_dir().root().to_path_buf();
     let dir = run.join(transfer::detection::task::DETECTIONS);
     // Every epoch's evaluation wrote the test detections there: score those rather than
