@@ -55,11 +55,26 @@ pub struct Args {
     /// image (default 600 × 1000, GluonCV's VOC size) with 10 objects.
     #[arg(long, conflicts_with_all = ["conv", "loader", "kernels", "train"])]
     pub boxes: bool,
-    /// Time a detector's inference instead (a run directory, an exported folder, `zoo:` or
-    /// `hf:`), on one image of its ONNX export's default size (or `--size` × 4/3·`--size`),
-    /// from the normalised image to the final detections.
-    #[arg(long, conflicts_with_all = ["conv", "loader", "kernels", "train", "boxes"])]
+    /// Time a detector instead (a run directory, an exported folder, `zoo:` or `hf:`), on
+    /// one image of its ONNX export's default size (or `--size` × 4/3·`--size`): inference
+    /// from the normalised image to the final detections, or with `--train` one training
+    /// step (losses, backward, NAG update of the variables that train).
+    #[arg(long, conflicts_with_all = ["conv", "loader", "kernels", "boxes"])]
     pub detector: Option<zoo::reference::WeightsRef>,
+    /// As `--detector`, on an untrained detector: the `detection` recipe's heads for the 20
+    /// VOC classes on this zoo ResNet (e.g. `resnet50`), at `--size` (default 600 × 800);
+    /// `--train` updates with the recipe's optimiser.
+    /// What `scripts/bench_torchvision_detector.py` compares with torchvision.
+    #[arg(long, value_name = "BACKBONE", conflicts_with_all = ["conv", "loader", "kernels", "boxes", "detector"])]
+    pub detector_backbone: Option<String>,
+    /// Time an untrained FCN instead (Section 6.2): the `segmentation` recipe's heads for
+    /// ADE20K's 150 classes on this zoo ResNet dilated to the recipe's output stride, at
+    /// `--batch` and `--size` (default the recipe's crop): inference to the upsampled
+    /// logits, or with `--train` a training step (both heads' losses, backward, the
+    /// recipe's optimiser). What `scripts/bench_torchvision_segmenter.py` compares with
+    /// torchvision's `FCN`.
+    #[arg(long, value_name = "BACKBONE", conflicts_with_all = ["conv", "loader", "kernels", "boxes", "detector", "detector_backbone"])]
+    pub segmenter_backbone: Option<String>,
     #[command(flatten)]
     pub zoo: crate::weights_ref::ZooArgs,
 }
@@ -74,8 +89,11 @@ pub fn run(args: Args) -> Result<()> {
     if args.boxes {
         return bench_boxes(&args);
     }
-    if let Some(reference) = &args.detector {
-        return bench_detector(reference, &args);
+    if args.detector.is_some() || args.detector_backbone.is_some() {
+        return bench_detector(&args);
+    }
+    if let Some(backbone) = &args.segmenter_backbone {
+        return bench_segmenter(backbone, &args);
     }
     let spec = ModelSpec::find(&args.model)?;
     let size = args.size.unwrap_or(spec.input_size.1);
@@ -179,16 +197,24 @@ fn bench_loader(data: &std::path::Path, args: &Args) -> Result<()> {
 
 /// Median milliseconds of `iters` calls of `f` after one warm-up call.
 fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..iters.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    try_median_ms(iters, || {
+        f();
+        Ok(())
+    })
+    .expect("an infallible call")
+}
+
+/// [`median_ms`] of a call that can fail: the first failure is the error.
+fn try_median_ms(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    Ok(times[times.len() / 2])
 }
 
 /// Milliseconds per call of each box operation of a detector's training step and
@@ -327,15 +353,36 @@ fn bench_boxes(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Seconds per image of a detector's inference at a fixed size.
-fn bench_detector(reference: &zoo::reference::WeightsRef, args: &Args) -> Result<()> {
+/// Seconds per image of a detector's inference or training step at a fixed size.
+fn bench_detector(args: &Args) -> Result<()> {
+    use rand::SeedableRng;
     use transfer::detection::data::{DetectionBatch, Sample};
-    let det = transfer::detection::SavedDetector::load(reference, &args.zoo.context())?;
+    use transfer::detection::FasterRcnn;
+    let device = candle_core::Device::Cpu;
+    let recipe = training::recipe::DetectionRecipe::load("detection")?;
+    let (name, model, vars, default_size) = match (&args.detector, &args.detector_backbone) {
+        (Some(reference), _) => {
+            let det = transfer::detection::SavedDetector::load(reference, &args.zoo.context())?;
+            let size = det.default_onnx_size();
+            let name = format!("{reference} ({})", det.config.backbone);
+            (name, det.model, det.vars, size)
+        }
+        (None, Some(backbone)) => {
+            let cfg = &recipe.detection;
+            let vars = candle_nn::VarMap::new();
+            let classes = transfer::voc::VOC_CLASSES.len();
+            let model = FasterRcnn::new(backbone, classes, cfg, &vars, 0, &device)?;
+            let size = [cfg.min_size, (cfg.min_size * 4).div_ceil(3)];
+            (format!("untrained on {backbone}"), model, vars, size)
+        }
+        (None, None) => unreachable!("run() calls this with one of them"),
+    };
     let [h, w] = match args.size {
         Some(s) => [s, (s * 4).div_ceil(3)],
-        None => det.default_onnx_size(),
+        None => default_size,
     };
-    let device = candle_core::Device::Cpu;
+    // Three objects of different sizes and classes, so that both heads have positives.
+    let (hf, wf) = (h as f32, w as f32);
     let batch = DetectionBatch {
         images: ops::gradcheck::uniform(&[1, 3, h, w], 1, &device)?.to_dtype(DType::F32)?,
         samples: vec![Sample {
@@ -343,20 +390,89 @@ fn bench_detector(reference: &zoo::reference::WeightsRef, args: &Args) -> Result
             pixels: vec![],
             size: (h, w),
             scale: 1.0,
-            boxes: vec![],
-            classes: vec![],
+            boxes: vec![
+                [0.1 * wf, 0.1 * hf, 0.5 * wf, 0.6 * hf],
+                [0.4 * wf, 0.3 * hf, 0.9 * wf, 0.9 * hf],
+                [0.6 * wf, 0.05 * hf, 0.75 * wf, 0.3 * hf],
+            ],
+            classes: vec![0, 6, 14],
         }],
     };
-    let net = det.inference()?;
-    let ms = median_ms(args.iters, || {
-        std::hint::black_box(net.detect(&batch, &[(h, w)], &device).ok());
-    });
+    let ms = if args.train {
+        let mut nag = training::optim::Nag::from_vars(model.trainable(&vars), recipe.optim.nag());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        try_median_ms(args.iters, || {
+            let loss = model.loss(&batch, &mut rng, &device)?;
+            nag.step(&loss.total.backward()?, 1e-3)?;
+            Ok(())
+        })?
+    } else {
+        let net = model.frozen(&vars)?;
+        try_median_ms(args.iters, || {
+            std::hint::black_box(net.detect(&batch, &[(h, w)], &device)?);
+            Ok(())
+        })?
+    };
     println!(
-        "detector {} ({}) inference at {h}x{w}: {:.4} s/img, {:.2} img/s ({} threads)",
-        reference,
-        det.config.backbone,
+        "detector {name} {} at {h}x{w}: {:.4} s/img, {:.2} img/s ({} threads)",
+        if args.train {
+            "training step"
+        } else {
+            "inference"
+        },
         ms / 1e3,
         1e3 / ms,
+        rayon_threads()
+    );
+    Ok(())
+}
+
+/// Seconds per batch of an FCN's inference or training step.
+fn bench_segmenter(backbone: &str, args: &Args) -> Result<()> {
+    use transfer::segmentation::data::SegBatch;
+    let device = candle_core::Device::Cpu;
+    let recipe = training::recipe::SegmentationRecipe::load("segmentation")?;
+    let cfg = &recipe.segmentation;
+    let vars = candle_nn::VarMap::new();
+    let classes = transfer::ade20k::ADE_CLASSES.len();
+    let model = transfer::segmentation::Fcn::new(backbone, classes, cfg, &vars, 0, &device)?;
+    let size = args.size.unwrap_or(cfg.crop_size);
+    let n = args.batch;
+    // Every class present, one pixel in 16 ignored.
+    let labels: Vec<u32> = (0..n * size * size)
+        .map(|i| {
+            if i % 16 == 0 {
+                transfer::ade20k::IGNORE
+            } else {
+                (i / 7 % classes) as u32
+            }
+        })
+        .collect();
+    let batch = SegBatch {
+        images: ops::gradcheck::uniform(&[n, 3, size, size], 1, &device)?.to_dtype(DType::F32)?,
+        labels: Tensor::from_vec(labels, (n, size, size), &device)?,
+        samples: (0..n).map(|i| (i, (size, size))).collect(),
+    };
+    let ms = if args.train {
+        let mut nag = training::optim::Nag::new(&vars, recipe.optim.nag());
+        try_median_ms(args.iters, || {
+            let loss = model.loss(&batch, 0, &device)?;
+            nag.step(&loss.total.backward()?, 1e-3)?;
+            Ok(())
+        })?
+    } else {
+        let net = model.frozen(&vars)?;
+        try_median_ms(args.iters, || {
+            std::hint::black_box(net.forward(&batch.images, false, None)?);
+            Ok(())
+        })?
+    };
+    println!(
+        "segmenter FCN on {backbone} (output stride {}) {} batch {n} at {size}x{size}: {:.4} s/iter, {:.2} img/s ({} threads)",
+        cfg.output_stride,
+        if args.train { "training step" } else { "inference" },
+        ms / 1e3,
+        n as f64 * 1e3 / ms,
         rayon_threads()
     );
     Ok(())

@@ -192,6 +192,13 @@ impl FasterRcnn {
         crate::backbone::load_backbone(vars, path, model)
     }
 
+    /// The variables of `vars` that train ([`Self::trains`]), in name order.
+    pub fn trainable(&self, vars: &VarMap) -> Vec<(String, candle_core::Var)> {
+        let mut all = training::optim::trainable_vars(vars);
+        all.retain(|(name, _)| self.trains(name, vars));
+        all
+    }
+
     /// Whether variable `name` trains: not the stem, not the stages before
     /// `train_from_stage`, not batch norm (frozen, GluonCV's setting).
     pub fn trains(&self, name: &str, vars: &VarMap) -> bool {

@@ -205,20 +205,7 @@ impl Task for Detection {
     }
 
     fn trainable(&self) -> Vec<(String, Var)> {
-        let data = self.vars.data().lock().expect("varmap lock poisoned");
-        let mut names: Vec<String> = data
-            .keys()
-            .filter(|n| !zoo::layers::is_buffer(n) && data[*n].dtype().is_float())
-            .cloned()
-            .collect();
-        drop(data);
-        names.retain(|n| self.model.trains(n, &self.vars));
-        names.sort();
-        let data = self.vars.data().lock().expect("varmap lock poisoned");
-        names
-            .into_iter()
-            .map(|n| (n.clone(), data[&n].clone()))
-            .collect()
+        self.model.trainable(&self.vars)
     }
 
     fn batches_per_epoch(&self) -> usize {
