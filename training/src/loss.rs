@@ -2,21 +2,32 @@
 //! and knowledge distillation (Section 5.3), all as cross-entropy against a target
 //! distribution.
 
-use candle_core::{Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor, D};
 
 /// Target distributions `(N, K)` with label smoothing (Section 5.2): 1 − ε on the true class
-/// and ε/(K − 1) on every other one. ε = 0 gives one-hot targets.
+/// and ε/(K − 1) on every other one. ε = 0 gives one-hot targets. In f32.
 pub fn smoothed_targets(
     labels: &[u32],
     classes: usize,
     eps: f64,
     device: &Device,
 ) -> Result<Tensor> {
+    smoothed_targets_in(labels, classes, eps, DType::F32, device)
+}
+
+/// [`smoothed_targets`] in `dtype` (the values computed in f64, then rounded once).
+pub fn smoothed_targets_in(
+    labels: &[u32],
+    classes: usize,
+    eps: f64,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
     if classes == 0 || (classes < 2 && eps > 0.0) {
         candle_core::bail!("label smoothing (ε = {eps}) needs at least two classes, got {classes}");
     }
-    let off = (eps / (classes - 1) as f64) as f32;
-    let on = (1.0 - eps) as f32;
+    let off = eps / (classes - 1) as f64;
+    let on = 1.0 - eps;
     let mut q = vec![off; labels.len() * classes];
     for (row, &label) in labels.iter().enumerate() {
         let label = label as usize;
@@ -25,7 +36,7 @@ pub fn smoothed_targets(
         }
         q[row * classes + label] = on;
     }
-    Tensor::from_vec(q, (labels.len(), classes), device)
+    Tensor::from_vec(q, (labels.len(), classes), device)?.to_dtype(dtype)
 }
 
 /// Mean over the batch of the cross-entropy −Σᵢ qᵢ·log softmax(z)ᵢ between target

@@ -13,7 +13,21 @@ impl Precision {
             Precision::F32 => DType::F32,
             Precision::F16 => DType::F16,
             Precision::Bf16 => DType::BF16,
+            Precision::F64 => DType::F64,
         }
+    }
+
+    /// The dtype of the weights the optimiser updates (f32 master weights, or f64).
+    pub fn weight_dtype(self) -> DType {
+        match self {
+            Precision::F64 => DType::F64,
+            _ => DType::F32,
+        }
+    }
+
+    /// The dtype losses and targets are computed in (f32 for every narrower compute).
+    pub fn loss_dtype(self) -> DType {
+        self.weight_dtype()
     }
 }
 
@@ -66,7 +80,7 @@ impl LossScaler {
 /// Whether every gradient is finite (one reduction per tensor).
 pub fn all_finite(grads: &[Option<Tensor>]) -> Result<bool> {
     for g in grads.iter().flatten() {
-        let s = g.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        let s = g.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
         if !s.is_finite() {
             return Ok(false);
         }

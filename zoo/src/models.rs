@@ -212,8 +212,19 @@ impl ModelSpec {
         tiny.stem_width = 16;
         specs.push(ModelSpec {
             name: "resnet10d_tiny".into(),
-            arch: Arch::ResNet(tiny),
+            arch: Arch::ResNet(tiny.clone()),
             input_size: (3, 64, 64),
+        });
+        // Narrower still (an eighth of the standard widths, 78 k parameters): small enough
+        // that every tensor of a training run fits in a committed fixture
+        // (`tests/train_parity.rs`).
+        let mut nano = tiny;
+        nano.channels = [8, 16, 32, 64];
+        nano.stem_width = 8;
+        specs.push(ModelSpec {
+            name: "resnet10d_nano".into(),
+            arch: Arch::ResNet(nano),
+            input_size: (3, 32, 32),
         });
         for (suffix, width) in MOBILENET_WIDTHS {
             specs.push(ModelSpec {
@@ -395,8 +406,20 @@ pub fn create_model_with(
     seed: u64,
     init: WeightInit,
 ) -> Result<Model> {
+    create_model_in(spec, device, seed, init, DType::F32)
+}
+
+/// [`create_model_with`] with its variables in `dtype` (f32, or f64 for runs checked
+/// against a reference in f64); the initial values are the same draws either way.
+pub fn create_model_in(
+    spec: &ModelSpec,
+    device: &Device,
+    seed: u64,
+    init: WeightInit,
+    dtype: DType,
+) -> Result<Model> {
     let vars = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+    let vb = VarBuilder::from_varmap(&vars, dtype, device);
     let net = spec.build(vb)?;
     crate::init::initialize(&vars, seed, init)?;
     Ok(Model {
@@ -498,8 +521,8 @@ mod tests {
         assert!(!MODEL_NAMES.contains(&"resnet18_v1".to_string()));
         assert!(MODEL_NAMES.contains(&"mobilenetv1_025".to_string()));
         assert!(MODEL_NAMES.contains(&"inception_v3".to_string()));
-        // 23 ResNets, resnet10d_tiny, 5 MobileNet widths, Inception-V3.
-        assert_eq!(MODEL_NAMES.len(), 5 * 5 - 2 + 1 + 5 + 1);
+        // 23 ResNets, resnet10d_tiny and _nano, 5 MobileNet widths, Inception-V3.
+        assert_eq!(MODEL_NAMES.len(), 5 * 5 - 2 + 2 + 5 + 1);
     }
 }
 

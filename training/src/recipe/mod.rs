@@ -63,6 +63,10 @@ pub enum Precision {
     F16,
     /// bf16 compute, f32 master weights, no loss scaling.
     Bf16,
+    /// Everything in f64: weights, compute, targets and optimiser. Slow; for checking
+    /// whole training runs against a reference in f64 (`tests/train_parity.rs`), where f32
+    /// rounding, amplified over a few dozen updates, would hide what is compared.
+    F64,
 }
 
 /// Largest epoch count, batch and accumulation a recipe may ask for (a typo guard: a count

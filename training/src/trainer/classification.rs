@@ -9,11 +9,11 @@ use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
-use zoo::models::{create_model_with, Model, ModelSpec};
+use zoo::models::{create_model_in, Model, ModelSpec};
 
 use crate::data::Batch;
 use crate::data::{ImageFolder, Loader, LoaderConfig};
-use crate::loss::{distillation_loss, mixup, smoothed_targets, soft_cross_entropy};
+use crate::loss::{distillation_loss, mixup, smoothed_targets_in, soft_cross_entropy};
 use crate::recipe::Recipe;
 use crate::run_dir::{RunDir, RunSpec};
 use crate::TrainingError;
@@ -78,6 +78,24 @@ pub fn evaluate(
         logit_gap_std: var.sqrt(),
         images: acc.total,
     })
+}
+
+/// The mixup weight λ ~ Beta(α, α) of batch `batch` of `epoch` (Section 5.3), drawn from
+/// a stream that depends only on the recipe's seed and the batch's place, so that a resumed
+/// run mixes as an uninterrupted one; `None` without mixup.
+pub fn mixup_lambda(
+    recipe: &Recipe,
+    epoch: usize,
+    batch: usize,
+) -> Result<Option<f64>, TrainingError> {
+    if recipe.mixup_alpha <= 0.0 {
+        return Ok(None);
+    }
+    let seed = recipe.optim.seed
+        ^ ((epoch as u64) << 40 | batch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let beta = Beta::new(recipe.mixup_alpha, recipe.mixup_alpha)
+        .map_err(|e| TrainingError::Config(e.to_string()))?;
+    Ok(Some(beta.sample(&mut ChaCha8Rng::seed_from_u64(seed))))
 }
 
 /// Training a classifier (see the module doc).
@@ -173,7 +191,13 @@ impl Classification {
             .with_num_classes(classes.len())
             .with_zero_gamma(r.zero_gamma)
             .with_aux_logits(r.aux_logits);
-        let model = create_model_with(&model_spec, device, r.optim.seed, r.weight_init)?;
+        let model = create_model_in(
+            &model_spec,
+            device,
+            r.optim.seed,
+            r.weight_init,
+            r.optim.precision.weight_dtype(),
+        )?;
         if let Some(init) = &spec.init {
             zoo::weights::load_for_finetuning(
                 &model.vars,
@@ -236,22 +260,25 @@ impl Task for Classification {
     fn loss(&mut self, batch: Batch, at: Step) -> Result<Loss, TrainingError> {
         let r = &self.recipe;
         let (epoch, b) = (at.epoch, at.batch);
-        let mut targets =
-            smoothed_targets(&batch.labels, self.classes, r.label_smoothing, &self.device)?;
-        let mut x = batch.images.to_device(&self.device)?;
-        if r.mixup_alpha > 0.0 {
-            let seed = r.optim.seed
-                ^ ((epoch as u64) << 40 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let beta = Beta::new(r.mixup_alpha, r.mixup_alpha)
-                .map_err(|e| TrainingError::Config(e.to_string()))?;
-            let lambda = beta.sample(&mut ChaCha8Rng::seed_from_u64(seed));
+        // Targets, mixing and the loss in f32 (f64 in an f64 run); the network in the
+        // compute dtype.
+        let precise = r.optim.precision.loss_dtype();
+        let mut targets = smoothed_targets_in(
+            &batch.labels,
+            self.classes,
+            r.label_smoothing,
+            precise,
+            &self.device,
+        )?;
+        let mut x = batch.images.to_device(&self.device)?.to_dtype(precise)?;
+        if let Some(lambda) = mixup_lambda(r, epoch, b)? {
             (x, targets) = mixup(&x, &targets, lambda)?;
         }
         let (logits, aux) = self
             .model
             .net
             .forward_with_aux(&x.to_dtype(at.dtype)?, true)?;
-        let logits = logits.to_dtype(DType::F32)?;
+        let logits = logits.to_dtype(precise)?;
         let loss = match &self.teacher {
             // The teacher sees the same (mixed) images (Section 5.4).
             Some(t) => distillation_loss(
@@ -265,7 +292,7 @@ impl Task for Classification {
         // Inception-V3's auxiliary classifier learns the same targets, weighted 0.4.
         let total = match aux {
             Some(aux) => {
-                let aux_loss = soft_cross_entropy(&aux.to_dtype(DType::F32)?, &targets)?;
+                let aux_loss = soft_cross_entropy(&aux.to_dtype(precise)?, &targets)?;
                 (loss + (aux_loss * zoo::inception::AUX_LOSS_WEIGHT)?)?
             }
             None => loss,

@@ -25,7 +25,7 @@ use crate::TrainingError;
 
 mod classification;
 
-pub use classification::{evaluate, Classification, Evaluation};
+pub use classification::{evaluate, mixup_lambda, Classification, Evaluation};
 
 /// Where a run is, reported after every batch.
 #[derive(Debug, Clone, Copy)]
@@ -250,7 +250,7 @@ impl<T: Task> Trainer<T> {
                     dtype,
                 },
             )?;
-            let value = loss.total.to_scalar::<f32>()? as f64;
+            let value = loss.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() && o.precision != Precision::F16 {
                 return Err(TrainingError::Config(format!(
                     "the loss became {value} in epoch {} batch {b}; the checkpoint of epoch {} is left as it was",
