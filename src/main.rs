@@ -49,6 +49,9 @@ enum Command {
     Data(commands::data::Args),
     /// Train a model on a folder of images with a recipe, or resume a run.
     Train(Box<commands::train::Args>),
+    /// The paper's Tables 4 and 6 as one command: each row the previous plus one
+    /// refinement, trained over several seeds; a Markdown and JSON table of top-1/top-5.
+    Ablate(Box<commands::ablate::Args>),
     /// Top-1/top-5 and the logit gap of a model on a validation folder; `eval detection`:
     /// the VOC metric of detections in the devkit format.
     #[command(args_conflicts_with_subcommands = true)]
@@ -77,6 +80,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => commands::bench::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Train(args) => commands::train::run(*args),
+        Command::Ablate(args) => commands::ablate::run(*args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Transfer(args) => commands::transfer::run(args),
         Command::Schedule(args) => commands::schedule::run(*args),

@@ -265,6 +265,85 @@ fn schedule_prints_the_learning_rate_of_every_update() {
     assert!((rows[7][2] - 0.2 * (1.0 + t.cos())).abs() < 1e-8);
 }
 
+/// `tricks ablate`: rows of the previous row plus one refinement, over seeds; a second
+/// call reuses every finished run, and a longer list trains only its new rows.
+#[test]
+fn ablate_writes_the_table_and_reuses_finished_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ablation");
+    let flags = |steps: &str| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "ablate",
+            "--data",
+            s(dataset()),
+            "--out",
+            s(&out),
+            "--steps",
+            steps,
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--accumulate",
+            "1",
+            "--lr",
+            "0.05",
+            "--precision",
+            "f32",
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(SMALL.map(String::from));
+        v
+    };
+    let run = |steps: &str| {
+        let args = flags(steps);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let first = run("baseline,+cosine,+label-smoothing");
+    let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    for row in [
+        "| baseline | — |",
+        "| +cosine | cosine learning-rate decay |",
+        "| +label-smoothing | label smoothing ε = 0.1 |",
+    ] {
+        assert!(md.contains(row), "{md}");
+    }
+    assert!(md.contains(" ± "), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        assert_eq!(r["top1"].as_array().unwrap().len(), 2);
+        assert_eq!(r["runs"].as_array().unwrap().len(), 2);
+    }
+    assert_ne!(
+        rows[0]["runs"][0], rows[0]["runs"][1],
+        "seeds get their own runs"
+    );
+    assert_eq!(first.matches("reused").count(), 0);
+    // Again, one row longer: the six runs are reused, only +mixup's two train.
+    let second = run("baseline,+cosine,+label-smoothing,+mixup");
+    assert_eq!(second.matches("reused").count(), 6, "{second}");
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
+    assert_eq!(again["rows"].as_array().unwrap()[..3], rows[..]);
+    assert_eq!(again["rows"].as_array().unwrap().len(), 4);
+    // Bad step lists are errors before anything trains.
+    for (steps, message) in [
+        ("+cosine", "must start with a recipe"),
+        ("baseline,+cosin", "unknown refinement +cosin"),
+        ("baseline,+distill", "--teacher"),
+    ] {
+        let args = flags(steps);
+        let out = tricks(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{steps}: {err}");
+    }
+}
+
 #[test]
 fn demo_quick_writes_the_report() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! One module per subcommand; each has its clap `Args` and a `run`.
 
+pub mod ablate;
 pub mod bench;
 pub mod data;
 pub mod demo;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::augment::AugmentConfig;
 use crate::schedule::Schedule;
 
+pub mod ablation;
 mod detection;
 mod optimisation;
 mod segmentation;
