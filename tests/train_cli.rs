@@ -358,7 +358,37 @@ fn demo_quick_writes_the_report() {
         report.contains("| baseline |") && report.contains("| tricks |"),
         "{report}"
     );
-    for plot in ["lr.png", "top1.png"] {
+    for section in ["Table 8", "Table 9", "Figure 4"] {
+        assert!(report.contains(section), "{section} missing: {report}");
+    }
+    // Both backbones in the demo's zoo, with ONNX; a detector and a segmenter from each.
+    assert!(
+        report.contains("`resnet10d_tiny.demo_baseline@1.0.0`"),
+        "{report}"
+    );
+    let zoo = tmp.path().join("zoo");
+    let list = ok(&["zoo", "list", "--zoo", s(&zoo)]);
+    for name in ["resnet10d_tiny.demo_baseline", "resnet10d_tiny.demo_tricks"] {
+        assert!(list.contains(name), "{list}");
+    }
+    let registry = std::fs::read_to_string(zoo.join("weights.toml")).unwrap();
+    assert_eq!(
+        registry.matches("path = \"model.onnx\"").count(),
+        2,
+        "{registry}"
+    );
+    for run in [
+        "detect-baseline",
+        "detect-tricks",
+        "segment-baseline",
+        "segment-tricks",
+    ] {
+        assert!(
+            tmp.path().join(run).join("model.safetensors").is_file(),
+            "{run}"
+        );
+    }
+    for plot in ["lr.png", "top1.png", "gap_theory.png", "gap_hist.png"] {
         let img = image::open(tmp.path().join(plot)).unwrap();
         assert_eq!((img.width(), img.height()), (800, 500));
     }

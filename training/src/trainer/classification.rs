@@ -45,6 +45,17 @@ pub fn evaluate(
     dtype: DType,
     device: &Device,
 ) -> Result<Evaluation, TrainingError> {
+    Ok(evaluate_with_gaps(net, loader, dtype, device)?.0)
+}
+
+/// [`evaluate`], with every image's logit gap (the largest logit minus the mean of the
+/// others, Section 5.2), in the loader's order: what the paper's Figure 4b histograms.
+pub fn evaluate_with_gaps(
+    net: &dyn zoo::Classifier,
+    loader: &Loader,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Evaluation, Vec<f64>), TrainingError> {
     let mut acc = eval::TopK::default();
     let (mut loss_sum, mut gaps) = (0.0, Vec::new());
     for batch in loader.epoch(0, 0) {
@@ -70,14 +81,15 @@ pub fn evaluate(
     let n = acc.total.max(1) as f64;
     let mean = gaps.iter().sum::<f64>() / n;
     let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n;
-    Ok(Evaluation {
+    let e = Evaluation {
         loss: loss_sum / n,
         top1: acc.top1_accuracy(),
         top5: acc.top5_accuracy(),
         logit_gap_mean: mean,
         logit_gap_std: var.sqrt(),
         images: acc.total,
-    })
+    };
+    Ok((e, gaps))
 }
 
 /// The mixup weight λ ~ Beta(α, α) of batch `batch` of `epoch` (Section 5.3), drawn from

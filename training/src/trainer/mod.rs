@@ -25,7 +25,7 @@ use crate::TrainingError;
 
 mod classification;
 
-pub use classification::{evaluate, mixup_lambda, Classification, Evaluation};
+pub use classification::{evaluate, evaluate_with_gaps, mixup_lambda, Classification, Evaluation};
 
 /// Where a run is, reported after every batch.
 #[derive(Debug, Clone, Copy)]
