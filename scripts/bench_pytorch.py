@@ -38,6 +38,35 @@ def timed(fn, iters, sync=lambda: None):
     return (time.perf_counter() - start) / iters
 
 
+def median_seconds(fn, iters):
+    """Median seconds of `iters` calls of `fn` after one untimed warm-up call."""
+    import statistics
+
+    fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def alternate(title, ours, theirs, repeat, reference, unit):
+    """Calls `ours()` and `theirs()` (seconds per iteration) in turn `repeat` times, so that
+    a slow spell of a shared machine hits both, and prints the medians, their ranges and the
+    throughput ratio under `title`."""
+    import statistics
+
+    mine, ref = [], []
+    for _ in range(repeat):
+        mine.append(ours())
+        ref.append(theirs())
+    print(f"{title}:")
+    for name, t in [("tricks", mine), (reference, ref)]:
+        print(f"  {name:<28} {statistics.median(t):.3f} s/{unit} (range {min(t):.3f}-{max(t):.3f})")
+    print(f"  tricks / {reference.split()[0]} throughput: {statistics.median(ref) / statistics.median(mine):.2f}x")
+
+
 def seconds_per_iter(model_name, batch, size, train, iters, device="cpu"):
     """Seconds per inference (no grad) or training step (forward, cross-entropy backward,
     Nesterov SGD with weight decay), after one untimed warm-up. On a GPU, TF32 is turned off

@@ -25,9 +25,11 @@ spell of a shared machine hits both; medians and ranges are printed.
 import argparse
 import os
 import re
-import statistics
 import subprocess
-import time
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_pytorch import alternate, median_seconds  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # The detection recipe's `rpn_channels`, which `tricks bench --detector-backbone` builds.
@@ -138,13 +140,7 @@ def torchvision_seconds(model, size, iters, train):
             with torch.no_grad():
                 model([image])
 
-    once()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(once, iters)
 
 
 def main():
@@ -161,15 +157,11 @@ def main():
     model = torchvision_detector(a.backbone, h, w, RPN_CHANNELS)
     for train in (False, True):
         what = "training step" if train else "inference"
-        ours, theirs = [], []
-        for _ in range(a.repeat):
-            ours.append(tricks_seconds(a.backbone, a.size, a.iters, train))
-            theirs.append(torchvision_seconds(model, a.size, a.iters, train))
-        print(f"{what}, {a.backbone} C4 at {h}x{w}, one image:")
-        for name, t in [("tricks", ours), (f"torchvision {torchvision.__version__}", theirs)]:
-            print(f"  {name:<28} {statistics.median(t):.3f} s/img (range {min(t):.3f}-{max(t):.3f})")
-        print(f"  tricks / torchvision throughput: {statistics.median(theirs) / statistics.median(ours):.2f}x "
-              f"({torch.get_num_threads()} torch threads)")
+        title = f"{what}, {a.backbone} C4 at {h}x{w}, one image"
+        alternate(title, lambda: tricks_seconds(a.backbone, a.size, a.iters, train),
+                  lambda: torchvision_seconds(model, a.size, a.iters, train), a.repeat,
+                  f"torchvision {torchvision.__version__}", "img")
+    print(f"({torch.get_num_threads()} torch threads)")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ spell of a shared machine hits both; medians and ranges are printed.
 import argparse
 import os
 import re
-import statistics
 import subprocess
-import time
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_pytorch import alternate, median_seconds  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TRICKS = os.environ.get("TRICKS", os.path.join(ROOT, "target", "release", "tricks"))
@@ -93,13 +95,7 @@ def torchvision_seconds(model, batch, size, iters, train):
                 c4 = model.backbone(images)["out"]
                 F.interpolate(model.classifier(c4), size=(size, size), mode="bilinear", align_corners=False)
 
-    once()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(once, iters)
 
 
 def main():
@@ -116,15 +112,11 @@ def main():
     model = torchvision_fcn(a.backbone)
     for train in (False, True):
         what = "training step" if train else "inference"
-        ours, theirs = [], []
-        for _ in range(a.repeat):
-            ours.append(tricks_seconds(a.backbone, a.batch, a.size, a.iters, train))
-            theirs.append(torchvision_seconds(model, a.batch, a.size, a.iters, train))
-        print(f"{what}, FCN on {a.backbone} (output stride 8), batch {a.batch} at {a.size}x{a.size}:")
-        for name, t in [("tricks", ours), (f"torchvision {torchvision.__version__}", theirs)]:
-            print(f"  {name:<28} {statistics.median(t):.3f} s/batch (range {min(t):.3f}-{max(t):.3f})")
-        print(f"  tricks / torchvision throughput: {statistics.median(theirs) / statistics.median(ours):.2f}x "
-              f"({torch.get_num_threads()} torch threads)")
+        title = f"{what}, FCN on {a.backbone} (output stride 8), batch {a.batch} at {a.size}x{a.size}"
+        alternate(title, lambda: tricks_seconds(a.backbone, a.batch, a.size, a.iters, train),
+                  lambda: torchvision_seconds(model, a.batch, a.size, a.iters, train), a.repeat,
+                  f"torchvision {torchvision.__version__}", "batch")
+    print(f"({torch.get_num_threads()} torch threads)")
 
 
 if __name__ == "__main__":
