@@ -124,7 +124,9 @@ pub fn epoch_line(m: &EpochMetrics) -> String {
             .values
             .iter()
             .map(|(k, v)| match k.as_str() {
-                "map" | "map07" => format!("{k} {:.2}%", 100.0 * v),
+                "map" | "map07" | "miou" | "miou_present" | "pixacc" => {
+                    format!("{k} {:.2}%", 100.0 * v)
+                }
                 _ => format!("{k} {v:.4}"),
             })
             .collect();
