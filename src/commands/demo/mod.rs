@@ -84,6 +84,14 @@ struct RecipeRun {
     lr: Vec<(f64, f64)>,
 }
 
+/// Where the demo's references resolve: its own local zoo `OUT/zoo`, offline.
+fn zoo_context(out: &Path) -> zoo::reference::ZooContext {
+    zoo::reference::ZooContext {
+        local: zoo::local::LocalZoo::new(out.join("zoo")),
+        offline: true,
+    }
+}
+
 fn plot(path: &Path, fig: &Figure) -> Result<()> {
     line_plot(path, fig).map_err(anyhow::Error::msg)
 }
@@ -216,10 +224,7 @@ pub fn run(args: Args) -> Result<()> {
     let gaps = logit_gap_figures(&args.out, &data, &results)?;
 
     // Section 6: publish both backbones, then fine-tune a detector and a segmenter from each.
-    let ctx = zoo::reference::ZooContext {
-        local: zoo::local::LocalZoo::new(args.out.join("zoo")),
-        offline: true,
-    };
+    let ctx = zoo_context(&args.out);
     let (voc, ade) = transfer::generate_data(&args.out, &scale.transfer)?;
     let mut transfers = Vec::new();
     for r in &results {
@@ -433,10 +438,7 @@ fn logit_gap_figures(out: &Path, data: &Path, results: &[RecipeRun]) -> Result<V
         },
     )?;
     let classes = ImageFolder::class_names(data)?;
-    let ctx = zoo::reference::ZooContext {
-        local: zoo::local::LocalZoo::new(out.join("zoo")),
-        offline: true,
-    };
+    let ctx = zoo_context(out);
     let mut all = Vec::new();
     for r in results {
         let run = out.join(format!("run-{}", r.name));
