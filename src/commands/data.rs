@@ -39,7 +39,8 @@ pub struct SynthArgs {
     /// What to generate.
     #[arg(long, value_enum, default_value_t = SynthTask::Classification)]
     pub task: SynthTask,
-    /// Number of classes (2 to 10; detection: the first N VOC classes, default 6;
+    /// Number of classes (classification: 2 to 20, the last 10 fine-grained twins of the
+    /// first 10, default 10; detection: the first N VOC classes, default 6;
     /// segmentation: 4 to 12, 2 stuff classes and shapes, default 8).
     #[arg(long)]
     pub classes: Option<usize>,

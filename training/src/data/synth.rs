@@ -2,8 +2,13 @@
 //! layout: one shape per class, drawn at a random size, angle, place and colour over a
 //! textured, noisy background, among smaller shapes of other classes, sometimes partly
 //! hidden. Deterministic for a seed, any size and count.
+//!
+//! The first ten shapes differ in outline; the next ten are each a near twin of one of
+//! them, told apart by a detail (a rounded corner, a gap, a sixth point, a cut apex), so
+//! that 20 classes make a fine-grained problem with headroom for a few epochs' training.
+//! A dataset of the first `k` classes is the same whatever the number of shapes known.
 
-use std::f32::consts::PI;
+use std::f32::consts::{FRAC_PI_2, PI};
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
@@ -14,10 +19,29 @@ use rayon::prelude::*;
 use super::image::Image;
 use crate::TrainingError;
 
-/// The shapes, one per class, in class order.
-pub const SHAPES: [&str; 10] = [
-    "circle", "square", "triangle", "cross", "ring", "diamond", "star", "crescent", "hexagon",
+/// The shapes, one per class, in class order: ten distinct outlines, then each one's
+/// fine-grained twin in the same order (`SHAPES[k + 10]` is the twin of `SHAPES[k]`).
+pub const SHAPES: [&str; 20] = [
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+    "diamond",
+    "star",
+    "crescent",
+    "hexagon",
     "bars",
+    "ellipse",
+    "rounded_square",
+    "trapezoid",
+    "latin_cross",
+    "open_ring",
+    "kite",
+    "six_star",
+    "half_disc",
+    "octagon",
+    "broken_bars",
 ];
 
 /// What to generate.
@@ -59,11 +83,38 @@ fn inside(shape: usize, u: f32, v: f32) -> bool {
         5 => u.abs() + v.abs() < 0.98,
         6 => r < 0.55 + 0.4 * (5.0 * v.atan2(u)).cos(),
         7 => r < 0.95 && ((u - 0.45).powi(2) + v * v).sqrt() > 0.7,
-        8 => [0f32, PI / 3.0, 2.0 * PI / 3.0]
-            .iter()
-            .all(|a| (u * a.cos() + v * a.sin()).abs() < 0.85),
-        _ => u.abs() < 0.9 && (0.22..0.62).contains(&v.abs()),
+        8 => polygon(3, u, v),
+        9 => u.abs() < 0.9 && (0.22..0.62).contains(&v.abs()),
+        // The twins.
+        10 => (u / 0.95).powi(2) + (v / 0.62).powi(2) < 1.0,
+        11 => {
+            let (a, b) = ((u.abs() - 0.25).max(0.0), (v.abs() - 0.25).max(0.0));
+            u.abs().max(v.abs()) < 0.8 && (a * a + b * b).sqrt() < 0.55
+        }
+        12 => v > -0.6 && v < 0.3 && u.abs() < (0.9 - v) * 0.62,
+        13 => (u.abs() < 0.28 && v.abs() < 0.95) || ((v + 0.3).abs() < 0.28 && u.abs() < 0.7),
+        14 => inside(4, u, v) && (v.atan2(u) + FRAC_PI_2).abs() > 0.5,
+        15 => {
+            let half_width = if v < -0.3 {
+                v + 0.95
+            } else {
+                0.52 * (0.95 - v)
+            };
+            v > -0.95 && v < 0.95 && u.abs() < half_width
+        }
+        16 => r < 0.55 + 0.4 * (6.0 * v.atan2(u)).cos(),
+        17 => r < 0.95 && u < 0.05,
+        18 => polygon(4, u, v),
+        _ => inside(9, u, v) && u.abs() > 0.15,
     }
+}
+
+/// Whether (u, v) is inside the regular `2·sides`-gon of apothem 0.85 (sides 3: a hexagon).
+fn polygon(sides: usize, u: f32, v: f32) -> bool {
+    (0..sides).all(|k| {
+        let a = k as f32 * PI / sides as f32;
+        (u * a.cos() + v * a.sin()).abs() < 0.85
+    })
 }
 
 /// A uniformly random RGB colour.
@@ -264,6 +315,19 @@ pub fn generate(root: &Path, cfg: &SynthConfig) -> Result<usize, TrainingError> 
 mod tests {
     use super::*;
 
+    /// Shape `shape` sampled on a 40 × 40 grid over [−1, 1)².
+    fn mask(shape: usize) -> Vec<bool> {
+        (0..40 * 40)
+            .map(|k| {
+                inside(
+                    shape,
+                    (k % 40) as f32 / 20.0 - 1.0,
+                    (k / 40) as f32 / 20.0 - 1.0,
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn absurd_settings_are_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
@@ -288,18 +352,7 @@ mod tests {
 
     #[test]
     fn shapes_are_distinct_masks() {
-        let grid = |shape| -> Vec<bool> {
-            (0..40 * 40)
-                .map(|k| {
-                    inside(
-                        shape,
-                        (k % 40) as f32 / 20.0 - 1.0,
-                        (k / 40) as f32 / 20.0 - 1.0,
-                    )
-                })
-                .collect()
-        };
-        let masks: Vec<Vec<bool>> = (0..SHAPES.len()).map(grid).collect();
+        let masks: Vec<Vec<bool>> = (0..SHAPES.len()).map(mask).collect();
         for i in 0..masks.len() {
             assert!(
                 masks[i].iter().filter(|&&b| b).count() > 100,
@@ -314,6 +367,23 @@ mod tests {
                     .count();
                 assert!(differ > 80, "{} and {} look alike", SHAPES[i], SHAPES[j]);
             }
+        }
+    }
+
+    #[test]
+    fn each_twin_shares_most_of_its_shape() {
+        for k in 0..10 {
+            let (a, b) = (mask(k), mask(k + 10));
+            let both = a.iter().zip(&b).filter(|(x, y)| **x && **y).count();
+            let either = a.iter().zip(&b).filter(|(x, y)| **x || **y).count();
+            let iou = both as f64 / either as f64;
+            eprintln!("{} / {}: IoU {iou:.2}", SHAPES[k], SHAPES[k + 10]);
+            assert!(
+                (0.5..0.95).contains(&iou),
+                "{} / {}: IoU {iou}",
+                SHAPES[k],
+                SHAPES[k + 10]
+            );
         }
     }
 
@@ -337,6 +407,6 @@ mod tests {
         );
         let img = Image::open(&a.path().join("val/circle/00000.png")).unwrap();
         assert_eq!((img.width, img.height), (24, 24));
-        assert!(generate(a.path(), &SynthConfig { classes: 11, ..cfg }).is_err());
+        assert!(generate(a.path(), &SynthConfig { classes: 21, ..cfg }).is_err());
     }
 }
