@@ -44,12 +44,16 @@ const HEIGHT: u32 = 500;
 /// The font family every text of a figure is drawn in.
 pub(crate) const FONT: &str = "sans-serif";
 
-/// Line colours, in series order (matplotlib's first four, which readers know).
-const COLOURS: [RGBColor; 4] = [
+/// Line colours, in series order: matplotlib's `tab10`, red before orange.
+const COLOURS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
 /// Makes the bundled font the one [`FONT`] names (once per process).

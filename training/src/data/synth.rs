@@ -38,9 +38,9 @@ pub const SHAPES: [&str; 20] = [
     "latin_cross",
     "open_ring",
     "kite",
-    "six_star",
+    "blunt_star",
     "half_disc",
-    "octagon",
+    "pentagon",
     "broken_bars",
 ];
 
@@ -83,13 +83,13 @@ fn inside(shape: usize, u: f32, v: f32) -> bool {
         5 => u.abs() + v.abs() < 0.98,
         6 => r < 0.55 + 0.4 * (5.0 * v.atan2(u)).cos(),
         7 => r < 0.95 && ((u - 0.45).powi(2) + v * v).sqrt() > 0.7,
-        8 => polygon(3, u, v),
+        8 => hexagon(u, v),
         9 => u.abs() < 0.9 && (0.22..0.62).contains(&v.abs()),
         // The twins.
         10 => (u / 0.95).powi(2) + (v / 0.62).powi(2) < 1.0,
         11 => {
-            let (a, b) = ((u.abs() - 0.25).max(0.0), (v.abs() - 0.25).max(0.0));
-            u.abs().max(v.abs()) < 0.8 && (a * a + b * b).sqrt() < 0.55
+            let (a, b) = ((u.abs() - 0.15).max(0.0), (v.abs() - 0.15).max(0.0));
+            u.abs().max(v.abs()) < 0.8 && (a * a + b * b).sqrt() < 0.65
         }
         12 => v > -0.6 && v < 0.3 && u.abs() < (0.9 - v) * 0.62,
         13 => (u.abs() < 0.28 && v.abs() < 0.95) || ((v + 0.3).abs() < 0.28 && u.abs() < 0.7),
@@ -102,18 +102,26 @@ fn inside(shape: usize, u: f32, v: f32) -> bool {
             };
             v > -0.95 && v < 0.95 && u.abs() < half_width
         }
-        16 => r < 0.55 + 0.4 * (6.0 * v.atan2(u)).cos(),
+        16 => r < 0.5 + 0.3 * (5.0 * v.atan2(u)).cos(),
         17 => r < 0.95 && u < 0.05,
-        18 => polygon(4, u, v),
-        _ => inside(9, u, v) && u.abs() > 0.15,
+        18 => pentagon(u, v),
+        _ => inside(9, u, v) && u.abs() > 0.2,
     }
 }
 
-/// Whether (u, v) is inside the regular `2·sides`-gon of apothem 0.85 (sides 3: a hexagon).
-fn polygon(sides: usize, u: f32, v: f32) -> bool {
-    (0..sides).all(|k| {
-        let a = k as f32 * PI / sides as f32;
+/// Whether (u, v) is inside the regular hexagon of apothem 0.85 (three pairs of sides).
+fn hexagon(u: f32, v: f32) -> bool {
+    (0..3).all(|k| {
+        let a = k as f32 * PI / 3.0;
         (u * a.cos() + v * a.sin()).abs() < 0.85
+    })
+}
+
+/// Whether (u, v) is inside the regular pentagon of apothem 0.75 with a vertex at -v.
+fn pentagon(u: f32, v: f32) -> bool {
+    (0..5).all(|k| {
+        let a = k as f32 * 2.0 * PI / 5.0 - FRAC_PI_2;
+        u * a.cos() + v * a.sin() < 0.75
     })
 }
 
