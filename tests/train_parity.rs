@@ -9,17 +9,20 @@
 //! trainer starts from and trains on: the initial weights, the teacher, every batch exactly
 //! as our loader produced it (after augmentation) and each batch's mixup λ. It then trains
 //! timm's ResNet with the same architecture on those batches in float64 (the reference) and
-//! in float32 (to measure how far an f32 run drifts from the exact one). Our run is f32;
-//! the tolerance of each quantity is a multiple of PyTorch's own f32 drift (see
-//! [`tolerance`]), so the test fails on a wrong formula (a drift orders of magnitude
-//! larger) and not on rounding.
+//! in float32 (to measure how far an f32 run drifts from the exact one). Our run is f64
+//! too; the tolerance of each quantity is a multiple of the spread between PyTorch's f64
+//! run and its channels-last f64 run (see [`tolerance`]), so the test fails on a wrong
+//! formula (a drift orders of magnitude larger) and not on rounding.
 //!
 //! What the cases cover: warmup, step and cosine decay, label smoothing, mixup (λ from our
 //! stream, mirrored pairing), zero-γ (checked in the script against timm's
 //! `zero_init_last`), no bias decay, Nesterov and plain momentum, weight decay, gradient
-//! accumulation and distillation. Loss scaling is on only in f16 runs, which have no
-//! bit-comparable PyTorch counterpart on the CPU; with scaling off the scaler is the
-//! identity, which this covers.
+//! accumulation and distillation; and loss scaling: the case `loss_scale` is `efficient`
+//! with an initial loss scale of 2¹⁶ (`loss_scale`, on at any precision when set), compared
+//! with the unscaled `efficient` fixture. A power of two scales the loss and unscales the
+//! gradients exactly in f64, so the scaled run must match PyTorch's unscaled one as closely
+//! as ours does; a scale applied twice or never undone would fail it by orders of
+//! magnitude.
 
 mod support;
 
@@ -34,16 +37,29 @@ use training::trainer::{mixup_lambda, Task, Trainer};
 const MODEL: &str = "resnet10d_nano";
 const EPOCHS: usize = 3;
 const BATCH: usize = 8;
+/// The cases with a fixture of their own (what the PyTorch script trains).
 const CASES: [&str; 4] = ["baseline", "efficient", "tricks", "distill"];
+/// Every case compared, each with the fixture it must match.
+const COMPARED: [(&str, &str); 5] = [
+    ("baseline", "baseline"),
+    ("efficient", "efficient"),
+    ("tricks", "tricks"),
+    ("distill", "distill"),
+    ("loss_scale", "efficient"),
+];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train_parity")
 }
 
 /// The recipe of a case: the shipped recipe at the fixture's scale (3 epochs of 10 batches
-/// of 8 images at 32×32), f32.
+/// of 8 images at 64×64), f64.
 fn recipe(case: &str, teacher: &Path) -> Recipe {
-    let shipped = if case == "distill" { "tricks" } else { case };
+    let shipped = match case {
+        "distill" => "tricks",
+        "loss_scale" => "efficient",
+        shipped => shipped,
+    };
     let mut r = Recipe::load(shipped).unwrap();
     r.optim.epochs = EPOCHS;
     r.optim.batch_size = BATCH;
@@ -59,6 +75,9 @@ fn recipe(case: &str, teacher: &Path) -> Recipe {
     }
     if r.optim.lr_schedule == LrSchedule::Step {
         r.optim.lr_step_epochs = vec![2];
+    }
+    if case == "loss_scale" {
+        r.optim.loss_scale = Some(65536.0);
     }
     if case == "distill" {
         r.teacher = Some(teacher.to_str().unwrap().to_string());
@@ -192,13 +211,13 @@ fn training_runs_match_pytorch_step_by_step() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());
     let teacher = teacher(tmp.path());
-    for case in CASES {
+    for (case, fixture) in COMPARED {
         let json: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(fixtures().join(format!("{case}.json"))).unwrap(),
+            &std::fs::read_to_string(fixtures().join(format!("{fixture}.json"))).unwrap(),
         )
         .unwrap();
         let expected = candle_core::safetensors::load(
-            fixtures().join(format!("{case}.safetensors")),
+            fixtures().join(format!("{fixture}.safetensors")),
             &Device::Cpu,
         )
         .unwrap();

@@ -58,6 +58,9 @@ pub struct OptimOverrides {
     /// Arithmetic precision (Section 3.2).
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
+    /// Initial loss scale (default: 65536 in f16, none otherwise).
+    #[arg(long)]
+    pub loss_scale: Option<f64>,
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -90,6 +93,9 @@ impl OptimOverrides {
         );
         if let Some(lr) = self.lr {
             o.lr = Some(lr);
+        }
+        if let Some(s) = self.loss_scale {
+            o.loss_scale = Some(s);
         }
         o
     }

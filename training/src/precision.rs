@@ -48,9 +48,15 @@ pub struct LossScaler {
 impl LossScaler {
     /// Scaling for `precision`: on for f16 (initial scale 2¹⁶), off otherwise.
     pub fn new(precision: Precision) -> Self {
-        let enabled = precision == Precision::F16;
+        Self::with_initial_scale(precision, None)
+    }
+
+    /// Scaling from `initial` when given (at any precision: in f32 or f64 a power of two
+    /// scales and unscales exactly), else as [`Self::new`].
+    pub fn with_initial_scale(precision: Precision, initial: Option<f64>) -> Self {
+        let enabled = precision == Precision::F16 || initial.is_some();
         Self {
-            scale: if enabled { 65536.0 } else { 1.0 },
+            scale: initial.unwrap_or(if enabled { 65536.0 } else { 1.0 }),
             good_steps: 0,
             growth_interval: 2000,
             enabled,
@@ -118,6 +124,18 @@ mod tests {
             assert!(!s.update(false));
             assert_eq!(s.scale, 1.0);
         }
+    }
+
+    #[test]
+    fn an_initial_scale_turns_scaling_on_at_any_precision() {
+        let mut s = LossScaler::with_initial_scale(Precision::F32, Some(1024.0));
+        assert_eq!(s.scale, 1024.0);
+        assert!(!s.update(false));
+        assert_eq!(s.scale, 512.0);
+        assert_eq!(
+            LossScaler::with_initial_scale(Precision::F16, None).scale,
+            65536.0
+        );
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct Optimisation {
     pub no_bias_decay: bool,
     /// f32, f16 or bf16 (Section 3.2).
     pub precision: Precision,
+    /// Initial loss scale (Section 3.2: the loss is multiplied by it before the backward
+    /// pass and the gradients divided by it; halved on an overflow, doubled after 2000 good
+    /// updates); absent: 2¹⁶ in f16, no scaling otherwise. A power of two scales exactly.
+    pub loss_scale: Option<f64>,
     /// Seed of initialisation, data order, augmentation and mixup.
     pub seed: u64,
     /// Decoding threads of the data loader.
@@ -64,6 +68,7 @@ impl Default for Optimisation {
             weight_decay: 1e-4,
             no_bias_decay: false,
             precision: Precision::F32,
+            loss_scale: None,
             seed: 0,
             workers: 2,
         }
@@ -121,6 +126,9 @@ impl Optimisation {
             (0.0..=self.epochs as f64).contains(&w),
             &format!("in [0, epochs = {}]", self.epochs),
         )?;
+        if let Some(s) = self.loss_scale {
+            check_real("loss_scale", s, s >= 1.0, "a finite number ≥ 1")?;
+        }
         let m = self.momentum;
         check_real("momentum", m, (0.0..1.0).contains(&m), "in [0, 1)")?;
         let wd = self.weight_decay;

@@ -133,7 +133,7 @@ impl<T: Task> Trainer<T> {
         nag.set_lr_multipliers(|name| task.lr_multiplier(name));
         Self {
             nag,
-            scaler: LossScaler::new(optim.precision),
+            scaler: LossScaler::with_initial_scale(optim.precision, optim.loss_scale),
             schedule: optim.schedule(base_lr, updates_per_epoch),
             optim: optim.clone(),
             run,
