@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use training::data::synth::{contrasting_colour, luminance, paint, random_colour, SHAPES};
+use training::data::synth::{contrasting_colour, luminance, paint, random_colour, OUTLINES};
 use training::data::{mix, Image};
 
 use crate::ade20k::{write_mask, IGNORE};
@@ -91,7 +91,7 @@ fn render(seed: u64, cfg: &SynthAdeConfig) -> (Image, Vec<u32>) {
         }
     }
     // Objects: shape k is class k + 2, each half as likely as the one before.
-    let shapes = (cfg.classes - 2).min(SHAPES.len());
+    let shapes = (cfg.classes - 2).min(OUTLINES);
     let weights: Vec<f64> = (0..shapes).map(|k| 0.5f64.powi(k as i32)).collect();
     let total: f64 = weights.iter().sum();
     let background = (luminance(img.data[..3].try_into().unwrap_or([0.0; 3]))
@@ -148,11 +148,11 @@ fn render(seed: u64, cfg: &SynthAdeConfig) -> (Image, Vec<u32>) {
 /// `ADE_val_%08d`). Returns the number of images. A `root` that already holds `images` is
 /// refused, never overwritten.
 pub fn generate(root: &Path, cfg: &SynthAdeConfig) -> Result<usize, TransferError> {
-    if !(4..=SHAPES.len() + 2).contains(&cfg.classes) {
+    if !(4..=OUTLINES + 2).contains(&cfg.classes) {
         return Err(TransferError::Config(format!(
             "--classes {}: the generator draws 4 to {} classes",
             cfg.classes,
-            SHAPES.len() + 2
+            OUTLINES + 2
         )));
     }
     if cfg.training < 1

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use training::data::synth::{contrasting_colour, luminance, paint, random_colour, SHAPES};
+use training::data::synth::{contrasting_colour, luminance, paint, random_colour, OUTLINES};
 use training::data::{mix, Image};
 
 use crate::voc::VOC_CLASSES;
@@ -175,11 +175,10 @@ pub(crate) fn jpeg(img: &Image) -> Result<Vec<u8>, String> {
 /// `test` split files, one JPEG and one XML per image. Returns the number of images. A
 /// `root` that already holds a `VOC2007` is refused, never overwritten.
 pub fn generate(root: &Path, cfg: &SynthVocConfig) -> Result<usize, TransferError> {
-    if !(2..=SHAPES.len()).contains(&cfg.classes) {
+    if !(2..=OUTLINES).contains(&cfg.classes) {
         return Err(TransferError::Config(format!(
             "--classes {}: the generator draws 2 to {} classes",
-            cfg.classes,
-            SHAPES.len()
+            cfg.classes, OUTLINES
         )));
     }
     if cfg.trainval < 2 || cfg.test < 1 || cfg.trainval > MAX_IMAGES || cfg.test > MAX_IMAGES {

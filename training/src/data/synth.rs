@@ -44,6 +44,10 @@ pub const SHAPES: [&str; 20] = [
     "broken_bars",
 ];
 
+/// How many of [`SHAPES`] are distinct outlines rather than fine-grained twins: what the
+/// detection and segmentation generators draw from.
+pub const OUTLINES: usize = 10;
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthConfig {
@@ -380,8 +384,8 @@ mod tests {
 
     #[test]
     fn each_twin_shares_most_of_its_shape() {
-        for k in 0..10 {
-            let (a, b) = (mask(k), mask(k + 10));
+        for k in 0..OUTLINES {
+            let (a, b) = (mask(k), mask(k + OUTLINES));
             let both = a.iter().zip(&b).filter(|(x, y)| **x && **y).count();
             let either = a.iter().zip(&b).filter(|(x, y)| **x || **y).count();
             let iou = both as f64 / either as f64;
