@@ -75,13 +75,15 @@ fn at_demo_scale(mut r: Recipe, epochs: usize) -> Recipe {
 /// of Section 3 (warmup, zero γ, no bias decay), then each refinement of Section 5 in turn;
 /// the last row is the `tricks` recipe. Each row with the name of its run directory.
 fn table6(epochs: usize) -> Result<Vec<(&'static str, Row)>> {
-    let steps = [
-        Step::Recipe("baseline".into()),
-        Step::Recipe("efficient".into()),
-        Step::Add(Refinement::Cosine),
-        Step::Add(Refinement::LabelSmoothing),
-        Step::Add(Refinement::Mixup),
-    ];
+    let (names, steps): (Vec<&'static str>, Vec<Step>) = [
+        ("baseline", Step::Recipe("baseline".into())),
+        ("efficient", Step::Recipe("efficient".into())),
+        ("cosine", Step::Add(Refinement::Cosine)),
+        ("label-smoothing", Step::Add(Refinement::LabelSmoothing)),
+        ("tricks", Step::Add(Refinement::Mixup)),
+    ]
+    .into_iter()
+    .unzip();
     let source = at_demo_scale(Recipe::load("tricks")?, epochs);
     let rows = ablation::rows(
         &steps,
@@ -90,16 +92,7 @@ fn table6(epochs: usize) -> Result<Vec<(&'static str, Row)>> {
         &source,
     )
     .map_err(anyhow::Error::msg)?;
-    Ok([
-        "baseline",
-        "efficient",
-        "cosine",
-        "label-smoothing",
-        "tricks",
-    ]
-    .into_iter()
-    .zip(rows)
-    .collect())
+    Ok(names.into_iter().zip(rows).collect())
 }
 
 /// One row's run: its name, step and change, settings, per-epoch metrics, wall time and
