@@ -61,6 +61,7 @@ mod pool;
 pub mod resize;
 mod storage;
 mod strided;
+mod vmath;
 
 pub use conv::{conv2d, conv2d_fused, depthwise_conv2d, matmul};
 pub use epilogue::Activation;

@@ -98,4 +98,69 @@ mod tests {
         )
         .unwrap();
     }
+
+    /// The f32 path (tiles, vectorised `exp`) against the f64 one, on an image larger than
+    /// one parallel task with a partial last tile, logits up to ±60 and ignored pixels;
+    /// bf16 against f32 loosely.
+    #[test]
+    fn f32_and_bf16_agree_with_f64() {
+        let (n, c, h, w) = (2, 21, 70, 67);
+        // Values bf16 holds exactly, so that every dtype scores the same logits.
+        let x = (uniform(&[n, c, h, w], 3, &Device::Cpu).unwrap() * 60.0)
+            .and_then(|x| x.to_dtype(DType::BF16)?.to_dtype(DType::F32))
+            .unwrap();
+        let y: Vec<u32> = (0..n * h * w)
+            .map(|i| {
+                if i % 11 == 0 {
+                    255
+                } else {
+                    (i * 7 % 23 % c) as u32
+                }
+            })
+            .collect();
+        let y = labels(&y, (n, h, w));
+        let loss_and_grad = |dtype: DType| {
+            let v = candle_core::Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+            let loss = cross_entropy_2d(v.as_tensor(), &y, 255).unwrap();
+            let grad = loss.backward().unwrap().get(v.as_tensor()).unwrap().clone();
+            let loss = loss
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let grad: Vec<f64> = grad
+                .to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            (loss, grad)
+        };
+        let (want, want_grad) = loss_and_grad(DType::F64);
+        let largest = want_grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        for (dtype, tol) in [(DType::F32, 1e-6), (DType::BF16, 1e-2)] {
+            let (loss, grad) = loss_and_grad(dtype);
+            assert!(
+                (loss - want).abs() <= tol * want.abs(),
+                "{dtype:?}: {loss} vs {want}"
+            );
+            let worst = grad
+                .iter()
+                .zip(&want_grad)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= tol * largest,
+                "{dtype:?}: gradient off by {worst} of {largest}"
+            );
+        }
+        // Ignored pixels get exactly 0.
+        let (_, grad) = loss_and_grad(DType::F32);
+        for (i, g) in grad.iter().enumerate() {
+            let (b, p) = (i / (c * h * w), i % (h * w));
+            if (b * h * w + p) % 11 == 0 {
+                assert_eq!(*g, 0.0, "element {i}");
+            }
+        }
+    }
 }
