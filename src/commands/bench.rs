@@ -38,9 +38,11 @@ pub struct Args {
     /// Device to run on: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Time one convolution instead, `C_IN,C_OUT,K,STRIDE,SIZE` (e.g. `64,64,3,1,56`, padding
-    /// K/2): forward, and with `--train` forward and both gradients, at `--batch`.
-    #[arg(long, value_name = "C_IN,C_OUT,K,STRIDE,SIZE")]
+    /// Time one convolution instead, `C_IN,C_OUT,K,STRIDE,SIZE[,DILATION]` (e.g.
+    /// `64,64,3,1,56`; padding `DILATION·(K/2)`, so a dilated 3×3 keeps its map as in a
+    /// dilated ResNet's stages 3 and 4): forward, and with `--train` forward and both
+    /// gradients, at `--batch`.
+    #[arg(long, value_name = "C_IN,C_OUT,K,STRIDE,SIZE[,DILATION]")]
     pub conv: Option<String>,
     /// With `--conv`: time the blocked (NCHW16c) inference kernel instead, on an input
     /// already in that layout, with a bias and a ReLU in its epilogue.
@@ -485,15 +487,18 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
         .map(|v| v.trim().parse())
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("--conv {shape}: {e}"))?;
-    let [c_in, c_out, k, stride, size] = dims[..] else {
-        anyhow::bail!("--conv takes C_IN,C_OUT,K,STRIDE,SIZE, got {shape}");
+    let (c_in, c_out, k, stride, size, dilation) = match dims[..] {
+        [c_in, c_out, k, stride, size] => (c_in, c_out, k, stride, size, 1),
+        [c_in, c_out, k, stride, size, dilation] => (c_in, c_out, k, stride, size, dilation),
+        _ => anyhow::bail!("--conv takes C_IN,C_OUT,K,STRIDE,SIZE[,DILATION], got {shape}"),
     };
     if dims.contains(&0) {
         anyhow::bail!("--conv {shape}: every value must be positive");
     }
     let p = ops::Conv2dParams {
         stride,
-        padding: k / 2,
+        padding: dilation * (k / 2),
+        dilation,
         ..Default::default()
     };
     let Some((oh, ow)) = p.output_size(size, size, k, k) else {
@@ -562,7 +567,12 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
         None => println!("kernel: {kernel}"),
     }
     println!(
-        "conv {c_in}->{c_out} {k}x{k}/{stride} at {size}x{size}, batch {}{}: {:.1} ms, {:.1} GFLOP/s (best {:.1} ms, {:.1} GFLOP/s)",
+        "conv {c_in}->{c_out} {k}x{k}/{stride}{} at {size}x{size}, batch {}{}: {:.1} ms, {:.1} GFLOP/s (best {:.1} ms, {:.1} GFLOP/s)",
+        if dilation > 1 {
+            format!(" dilation {dilation}")
+        } else {
+            String::new()
+        },
         args.batch,
         if args.train {
             ", forward + both gradients"

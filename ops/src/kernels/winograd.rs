@@ -36,6 +36,13 @@ const POSITIONS: usize = 16;
 /// values each are 1 MiB, half of a Sapphire Rapids core's L2.
 const BLOCK_VALUES: usize = 16 * 1024;
 
+/// …but never fewer tile slots than this per block: the 16 GEMMs `U[p] · V[p]` pack all of
+/// `U[p]` (`C_out × C_in`) for each block, so with wide channels and the one tile row the
+/// cache rule leaves (2048 → 512 at 32×32: 17 slots) packing outweighs the products.
+/// Measured (docs/performance.md, session 17, batch 2 at 32×32): 2048 → 512 230 → 140 ms,
+/// 512 → 512 65–75 → 35–40 ms; ResNet-50's stages at batch 16 within the noise.
+const MIN_BLOCK_SLOTS: usize = 128;
+
 /// Whether [`forward`] can compute this convolution: one group, a 3×3 window, stride 1, no
 /// dilation and at most 2 pixels of padding (so the input gradient is one too).
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
@@ -132,12 +139,13 @@ impl Tiling {
         let (th, tw) = (g.win.oh.div_ceil(2), g.win.ow.div_ceil(2));
         let rows = g.n * th;
         let by_cache = BLOCK_VALUES / (g.c_in.max(g.c_out) * (tw + 1)).max(1);
+        let by_gemm = MIN_BLOCK_SLOTS.div_ceil(tw + 1);
         // At least two blocks per thread where the batch allows, so both cores stay busy.
         let by_threads = rows.div_ceil(2 * rayon::current_num_threads().max(1));
         Self {
             th,
             tw,
-            rows_per_block: by_cache.min(by_threads).max(1),
+            rows_per_block: by_cache.max(by_gemm).min(by_threads).max(1),
         }
     }
 
