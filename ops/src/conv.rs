@@ -390,13 +390,16 @@ impl CustomOp2 for ConvGradWeight {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let name = "conv2d_grad_weight";
-        let out = dispatch_gemm!(name, s1, |T| Ok::<_, candle_core::Error>(
-            conv_gemm::grad_weight::<T>(
+        let out = dispatch_gemm!(name, s1, |T| {
+            let (grad, x) = (
                 contiguous::<T>(s1, l1, name)?,
                 contiguous::<T>(s2, l2, name)?,
-                &g
-            )
-        ))?;
+            );
+            Ok::<_, candle_core::Error>(match plan::conv_grad_weight(&g, s1.dtype()) {
+                ConvKernel::Winograd => winograd::grad_weight(grad, x, &g),
+                _ => conv_gemm::grad_weight(grad, x, &g),
+            })
+        })?;
         let w = &g.win;
         Ok((out, Shape::from((g.c_out, g.c_in / g.groups, w.kh, w.kw))))
     }

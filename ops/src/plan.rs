@@ -273,6 +273,17 @@ pub fn conv_grad_input(g: &ConvGeometry, dtype: DType) -> ConvKernel {
     }
 }
 
+/// The kernel of the weight gradient of the (CPU, NCHW) convolution `g` in `dtype`:
+/// Winograd where it pays for the forward (its 16 GEMMs over the tiles replace im2col's
+/// 9× matrix and its GEMM), else the GEMM.
+pub fn conv_grad_weight(g: &ConvGeometry, dtype: DType) -> ConvKernel {
+    if winograd_pays(g, dtype) {
+        ConvKernel::Winograd
+    } else {
+        ConvKernel::Gemm
+    }
+}
+
 /// The layout a convolution runs in: blocked for inference (no gradient) in f32 on a CPU
 /// with AVX-512F when its weights are read-only (packed once, a network built by
 /// `Model::frozen`), except a convolution of the image itself

@@ -531,9 +531,12 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
             .kernel
         }
     };
-    let grad_kernel = args
-        .train
-        .then(|| plan::conv_grad_input(&geometry, x.dtype()));
+    let grad_kernel = args.train.then(|| {
+        (
+            plan::conv_grad_input(&geometry, x.dtype()),
+            plan::conv_grad_weight(&geometry, x.dtype()),
+        )
+    });
     let run_once = || -> Result<()> {
         if let Some((conv, xb)) = &blocked {
             conv.forward(xb, None, ops::Activation::Relu)?;
@@ -563,7 +566,9 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
     let macs = (args.batch * c_out * oh * ow * c_in * k * k) as f64;
     let passes = if args.train { 3.0 } else { 1.0 };
     match grad_kernel {
-        Some(g) => println!("kernel: {kernel} (input gradient: {g}, weight gradient: gemm)"),
+        Some((gx, gw)) => {
+            println!("kernel: {kernel} (input gradient: {gx}, weight gradient: {gw})")
+        }
         None => println!("kernel: {kernel}"),
     }
     println!(
