@@ -77,6 +77,7 @@ fn run(
     }
     match plan.kernel {
         ConvKernel::Composed => composed::conv2d(x, weight, p),
+        ConvKernel::WinogradDilated => conv2d_sub_grids(x, weight, p, g),
         ConvKernel::Depthwise => depthwise::depthwise_conv2d(x, weight, p),
         ConvKernel::Winograd | ConvKernel::Padded | ConvKernel::Gemm => x.contiguous()?.apply_op2(
             &weight.contiguous()?,
@@ -89,6 +90,52 @@ fn run(
             "conv2d: the {k} kernel takes blocked tensors (ops::blocked::BlockedConv)"
         ),
     }
+}
+
+/// The "same" dilated 3×3 convolution `g` (dilation `d`, [`plan::dilated_sub_grids`]) as
+/// an undilated one over the `N·d²` sub-grids `x[.., py::d, px::d]`, moved into the batch
+/// and the outputs moved back, with Candle's permutations: their gradients move the
+/// gradients the same way.
+fn conv2d_sub_grids(
+    x: &Tensor,
+    weight: &Tensor,
+    p: Conv2dParams,
+    g: ConvGeometry,
+) -> Result<Tensor> {
+    let Some(d) = plan::dilated_sub_grids(&g) else {
+        candle_core::bail!("conv2d: {g:?} is not a dilated convolution over sub-grids");
+    };
+    let (n, c, h, w) = x.dims4()?;
+    let (sh, sw) = (h / d, w / d);
+    let grids = x
+        .reshape((n, c, sh, d, sw, d))?
+        .permute((0, 3, 5, 1, 2, 4))?
+        .contiguous()?
+        .reshape((n * d * d, c, sh, sw))?;
+    let sub = Conv2dParams {
+        padding: 1,
+        padding_w: None,
+        dilation: 1,
+        ..p
+    };
+    // Winograd on the sub-grids whatever their width: the plan chose this kernel for them.
+    let plan = ConvPlan {
+        kernel: ConvKernel::Winograd,
+        compute: x.dtype(),
+        fused_epilogue: false,
+    };
+    let y = run(
+        &grids,
+        weight,
+        sub,
+        ConvGeometry::of(&grids, weight, sub)?,
+        plan,
+    )?;
+    let k = y.dim(1)?;
+    y.reshape((n, d, d, k, sh, sw))?
+        .permute((0, 3, 4, 1, 5, 2))?
+        .contiguous()?
+        .reshape((n, k, h, w))
 }
 
 /// Depthwise convolution of `x: (N, C, H, W)` with `weight: (C, 1, kh, kw)` (groups = C);
@@ -225,13 +272,14 @@ struct ConvOp {
     kernel: ConvKernel,
 }
 
-/// Input gradient from the output gradient (arg 1) and the weight (arg 2).
+/// Input gradient from the output gradient (arg 1) and the weight (arg 2), on the kernel
+/// [`plan::conv_gradients`] gives for the forward's.
 #[derive(Debug, Clone, Copy)]
-struct ConvGradInput(ConvGeometry);
+struct ConvGradInput(ConvGeometry, ConvKernel);
 
-/// Weight gradient from the output gradient (arg 1) and the input (arg 2).
+/// Weight gradient from the output gradient (arg 1) and the input (arg 2), likewise.
 #[derive(Debug, Clone, Copy)]
-struct ConvGradWeight(ConvGeometry);
+struct ConvGradWeight(ConvGeometry, ConvKernel);
 
 impl CustomOp2 for ConvOp {
     fn name(&self) -> &'static str {
@@ -269,12 +317,12 @@ impl CustomOp2 for ConvOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let gx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(weight, &ConvGradInput(self.g))?)
+            Some(grad.apply_op2_no_bwd(weight, &ConvGradInput(self.g, self.kernel))?)
         } else {
             None
         };
         let gw = if weight.track_op() {
-            Some(grad.apply_op2_no_bwd(x, &ConvGradWeight(self.g))?)
+            Some(grad.apply_op2_no_bwd(x, &ConvGradWeight(self.g, self.kernel))?)
         } else {
             None
         };
@@ -367,7 +415,7 @@ impl CustomOp2 for ConvGradInput {
                 contiguous::<T>(s1, l1, name)?,
                 contiguous::<T>(s2, l2, name)?,
             );
-            Ok::<_, candle_core::Error>(match plan::conv_grad_input(&g, s1.dtype()) {
+            Ok::<_, candle_core::Error>(match plan::conv_gradients(self.1) {
                 ConvKernel::Winograd => winograd::grad_input(grad, w, &g),
                 _ => conv_gemm::grad_input(grad, w, &g),
             })
@@ -395,7 +443,7 @@ impl CustomOp2 for ConvGradWeight {
                 contiguous::<T>(s1, l1, name)?,
                 contiguous::<T>(s2, l2, name)?,
             );
-            Ok::<_, candle_core::Error>(match plan::conv_grad_weight(&g, s1.dtype()) {
+            Ok::<_, candle_core::Error>(match plan::conv_gradients(self.1) {
                 ConvKernel::Winograd => winograd::grad_weight(grad, x, &g),
                 _ => conv_gemm::grad_weight(grad, x, &g),
             })
@@ -552,6 +600,50 @@ mod tests {
             let wt = rand(&[4, 4 / p.groups, k, k], 6).to_dtype(DType::F64)?;
             check_gradients(&[x, wt], |v| conv2d(&v[0], &v[1], p), 1e-6, 1e-5)?;
         }
+        Ok(())
+    }
+
+    /// The dilated convolutions of ResNet's stages 3 and 4 over sub-grids: the same values
+    /// as Candle's convolution, exact gradients, and planned only where the sub-grids tile
+    /// the map.
+    #[test]
+    fn dilated_sub_grids_match_the_dilated_convolution() -> Result<()> {
+        for (shape, d) in [([2usize, 3, 8, 12], 2usize), ([1, 2, 8, 8], 4)] {
+            let p = Conv2dParams {
+                padding: d,
+                dilation: d,
+                ..Default::default()
+            };
+            let x = rand(&shape, 30);
+            let wt = rand(&[5, shape[1], 3, 3], 31);
+            let ours = conv2d_on(&x, &wt, p, ConvKernel::WinogradDilated)?;
+            let theirs = x.conv2d(&wt, d, 1, d, 1)?;
+            assert_close(&ours, &theirs, 1e-5);
+            let (x, wt) = (x.to_dtype(DType::F64)?, wt.to_dtype(DType::F64)?);
+            check_gradients(
+                &[x, wt],
+                |v| conv2d_on(&v[0], &v[1], p, ConvKernel::WinogradDilated),
+                1e-6,
+                1e-5,
+            )?;
+        }
+        let kernel = |h: usize, w: usize, d: usize| {
+            let x = Tensor::zeros((2, 512, h, w), DType::F32, &Device::Cpu)?;
+            let wt = Tensor::zeros((512, 512, 3, 3), DType::F32, &Device::Cpu)?;
+            let p = Conv2dParams {
+                padding: d,
+                dilation: d,
+                ..Default::default()
+            };
+            Ok::<_, candle_core::Error>(
+                plan_of(ConvGeometry::of(&x, &wt, p)?, &x, true, false).kernel,
+            )
+        };
+        assert_eq!(kernel(32, 32, 4)?, ConvKernel::WinogradDilated);
+        assert_eq!(kernel(32, 32, 2)?, ConvKernel::WinogradDilated);
+        // A side the dilation does not divide, sub-grids too narrow: the full map's kernels.
+        assert_ne!(kernel(33, 32, 4)?, ConvKernel::WinogradDilated);
+        assert_ne!(kernel(16, 16, 4)?, ConvKernel::WinogradDilated);
         Ok(())
     }
 

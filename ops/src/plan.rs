@@ -63,8 +63,11 @@ pub enum ConvKernel {
     Composed,
     /// The direct depthwise kernel (`kernels::depthwise`), both gradients.
     Depthwise,
-    /// Winograd's F(2×2, 3×3) in NCHW (`kernels::winograd`): forward and input gradient.
+    /// Winograd's F(2×2, 3×3) in NCHW (`kernels::winograd`): forward and both gradients.
     Winograd,
+    /// A dilated 3×3 convolution as [`ConvKernel::Winograd`] over its input's `d²`
+    /// interleaved sub-grids ([`dilated_sub_grids`]), moved into the batch and back.
+    WinogradDilated,
     /// The direct AVX-512 kernel reading padded rows in place (`kernels::conv_padded`):
     /// f32 forward of stride-1 convolutions on wide maps.
     Padded,
@@ -84,6 +87,7 @@ impl fmt::Display for ConvKernel {
             ConvKernel::Composed => "composed",
             ConvKernel::Depthwise => "depthwise",
             ConvKernel::Winograd => "winograd",
+            ConvKernel::WinogradDilated => "winograd-dilated",
             ConvKernel::Padded => "padded",
             ConvKernel::Gemm => "gemm",
             ConvKernel::BlockedDirect => "blocked-direct",
@@ -186,6 +190,37 @@ fn winograd_pays(g: &ConvGeometry, dtype: DType) -> bool {
         && g.win.ow >= WINOGRAD_MIN_WIDTH
 }
 
+/// Dilated convolutions whose sub-grids are this wide take [`ConvKernel::WinogradDilated`]:
+/// the sub-grids of ResNet's dilated stages 3 and 4 at output stride 8 are 8 to 16 wide
+/// (a 32×32 map: 16×16 at dilation 2, 8×8 at 4), narrower than [`WINOGRAD_MIN_WIDTH`], yet
+/// Winograd there beats the full map's padded and im2col kernels. Measured
+/// (docs/performance.md, session 17, forward and both gradients, batch 2 at 32×32):
+/// 512 → 512 at dilation 4 190–210 → 145–165 ms, 256 → 256 at dilation 2 46–52 → 35–40 ms.
+pub const DILATED_WINOGRAD_MIN_WIDTH: usize = 8;
+
+/// The dilation `d` of `g` when it is a "same" dilated 3×3 convolution (stride 1, padding
+/// `d`, one group) over a map whose sides `d` divides: then output phase `(i mod d, j mod
+/// d)` reads input phase `(i mod d, j mod d)` alone, and the convolution is an undilated
+/// one with padding 1 over each of the `d²` sub-grids `x[.., py::d, px::d]`.
+pub fn dilated_sub_grids(g: &ConvGeometry) -> Option<usize> {
+    let w = &g.win;
+    let d = w.dilation;
+    (d > 1
+        && g.groups == 1
+        && (w.kh, w.kw, w.stride, w.pad_h, w.pad_w) == (3, 3, 1, d, d)
+        && w.h % d == 0
+        && w.w % d == 0)
+        .then_some(d)
+}
+
+/// Whether [`ConvKernel::WinogradDilated`] is the faster kernel for `g` in `dtype`.
+fn dilated_winograd_pays(g: &ConvGeometry, dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F64)
+        && dilated_sub_grids(g).is_some_and(|d| g.win.w / d >= DILATED_WINOGRAD_MIN_WIDTH)
+        && g.c_in >= WINOGRAD_MIN_CHANNELS
+        && g.c_out >= WINOGRAD_MIN_CHANNELS
+}
+
 /// Whether a blocked convolution with this weight keeps Winograd-transformed filters: a
 /// 3×3, stride-1, padding-1, undilated, ungrouped convolution with at least
 /// [`BLOCKED_WINOGRAD_MIN_CHANNELS`] each way. (Whether they are used depends on the map:
@@ -246,6 +281,8 @@ pub fn conv(q: &ConvQuery) -> ConvPlan {
     let fusable = !q.needs_grad && matches!(compute, DType::F32 | DType::F64 | DType::F16);
     let kernel = if winograd_pays(g, compute) {
         ConvKernel::Winograd
+    } else if dilated_winograd_pays(g, compute) {
+        ConvKernel::WinogradDilated
     } else if compute == DType::F32
         && q.target.avx512f
         && padded_applies(g)
@@ -258,29 +295,18 @@ pub fn conv(q: &ConvQuery) -> ConvPlan {
     ConvPlan {
         kernel,
         compute,
-        fused_epilogue: fusable && q.dtype == compute,
+        // The sub-grids' convolution is a plain one; its epilogue runs after it.
+        fused_epilogue: fusable && q.dtype == compute && kernel != ConvKernel::WinogradDilated,
     }
 }
 
-/// The kernel of the input gradient of the (CPU, NCHW) convolution `g` in `dtype`:
-/// Winograd where it pays for the forward (the transposed convolution has the same shape
-/// family), else the GEMM.
-pub fn conv_grad_input(g: &ConvGeometry, dtype: DType) -> ConvKernel {
-    if winograd_pays(g, dtype) {
-        ConvKernel::Winograd
-    } else {
-        ConvKernel::Gemm
-    }
-}
-
-/// The kernel of the weight gradient of the (CPU, NCHW) convolution `g` in `dtype`:
-/// Winograd where it pays for the forward (its 16 GEMMs over the tiles replace im2col's
-/// 9× matrix and its GEMM), else the GEMM.
-pub fn conv_grad_weight(g: &ConvGeometry, dtype: DType) -> ConvKernel {
-    if winograd_pays(g, dtype) {
-        ConvKernel::Winograd
-    } else {
-        ConvKernel::Gemm
+/// The kernel of both gradients (input and weight) of a CPU NCHW convolution whose forward
+/// runs on `forward`: Winograd after Winograd (the input gradient is again a 3×3 stride-1
+/// convolution, the weight gradient 16 GEMMs over the same tiles), else the GEMM.
+pub fn conv_gradients(forward: ConvKernel) -> ConvKernel {
+    match forward {
+        ConvKernel::Winograd | ConvKernel::WinogradDilated => ConvKernel::Winograd,
+        _ => ConvKernel::Gemm,
     }
 }
 

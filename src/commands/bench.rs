@@ -531,12 +531,7 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
             .kernel
         }
     };
-    let grad_kernel = args.train.then(|| {
-        (
-            plan::conv_grad_input(&geometry, x.dtype()),
-            plan::conv_grad_weight(&geometry, x.dtype()),
-        )
-    });
+    let grad_kernel = args.train.then(|| plan::conv_gradients(kernel));
     let run_once = || -> Result<()> {
         if let Some((conv, xb)) = &blocked {
             conv.forward(xb, None, ops::Activation::Relu)?;
@@ -566,9 +561,7 @@ fn bench_conv(shape: &str, args: &Args) -> Result<()> {
     let macs = (args.batch * c_out * oh * ow * c_in * k * k) as f64;
     let passes = if args.train { 3.0 } else { 1.0 };
     match grad_kernel {
-        Some((gx, gw)) => {
-            println!("kernel: {kernel} (input gradient: {gx}, weight gradient: {gw})")
-        }
+        Some(g) => println!("kernel: {kernel} (both gradients: {g})"),
         None => println!("kernel: {kernel}"),
     }
     println!(
