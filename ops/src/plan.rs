@@ -208,8 +208,8 @@ pub fn dilated_sub_grids(g: &ConvGeometry) -> Option<usize> {
     (d > 1
         && g.groups == 1
         && (w.kh, w.kw, w.stride, w.pad_h, w.pad_w) == (3, 3, 1, d, d)
-        && w.h % d == 0
-        && w.w % d == 0)
+        && w.h.is_multiple_of(d)
+        && w.w.is_multiple_of(d))
         .then_some(d)
 }
 
