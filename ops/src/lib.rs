@@ -55,6 +55,7 @@ mod im2col;
 mod kernels;
 pub mod loss;
 mod norm;
+pub mod optim;
 mod panel;
 pub mod plan;
 mod pool;

@@ -210,7 +210,7 @@ pub fn dilated_sub_grids(g: &ConvGeometry) -> Option<usize> {
         && (w.kh, w.kw, w.stride, w.pad_h, w.pad_w) == (3, 3, 1, d, d)
         && w.h.is_multiple_of(d)
         && w.w.is_multiple_of(d))
-        .then_some(d)
+    .then_some(d)
 }
 
 /// Whether [`ConvKernel::WinogradDilated`] is the faster kernel for `g` in `dtype`.

@@ -143,21 +143,14 @@ impl Nag {
             // whole history, ~4 copies of the parameters a step).
             let w = slot.var.as_tensor().detach();
             let grad = grad.detach().to_dtype(w.dtype())?;
-            let g = if slot.weight_decay > 0.0 {
-                (&grad + (&w * slot.weight_decay)?)?
-            } else {
-                grad
+            let step = ops::optim::SgdStep {
+                momentum: mu,
+                weight_decay: slot.weight_decay,
+                nesterov: self.cfg.nesterov,
+                lr: lr * slot.lr_mult,
             };
-            let v = match &slot.velocity {
-                Some(v) => ((v * mu)? + &g)?,
-                None => g.clone(),
-            };
-            let update = if self.cfg.nesterov {
-                (&g + (&v * mu)?)?
-            } else {
-                v.clone()
-            };
-            slot.var.set(&(&w - (update * (lr * slot.lr_mult))?)?)?;
+            let (w, v) = ops::optim::sgd_momentum_step(&w, &grad, slot.velocity.as_ref(), step)?;
+            slot.var.set(&w)?;
             slot.velocity = Some(v);
         }
         Ok(())
