@@ -1,17 +1,17 @@
 //! One step of SGD with momentum and L2 weight decay (the paper's NAG, Section 2.1, and
-//! plain momentum SGD) on one parameter, fused into one pass over memory on the CPU.
+//! plain momentum SGD) on one parameter, in place on the CPU.
 //!
-//! Composed from Candle's ops the step reads and writes whole tensors eight times (a
-//! scaled copy, a sum, …, each a new allocation); fused, it reads the weight, the gradient
-//! and the velocity once and writes the new weight and velocity once. Both forms do the
-//! same floating-point operations in the same order (Candle's `t * s` is `t · s + 0`), so
-//! they give the same bits: the parity runs against PyTorch and a resumed run are
-//! unchanged by which one runs.
+//! Composed from Candle's ops the step reads and writes whole tensors eight times, each a
+//! new allocation (and, for the large weights, fresh pages the kernel must zero); in place
+//! it is two passes, the velocity's and the weight's, with no allocation after the first
+//! step. Both forms do the same floating-point operations in the same order (Candle's
+//! `t * s` is `t · s + 0`), so they give the same bits: the parity runs against PyTorch and
+//! a resumed run do not depend on which one runs.
 
-use candle_core::{DType, Result, Storage, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp3, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
 
-use crate::storage::{contiguous, Elem};
+use crate::storage::Elem;
 
 /// The settings of one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,39 +29,57 @@ pub struct SgdStep {
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 16;
 
-/// `(w', v')` after one step from weight `w`, gradient `grad` (same shape and dtype) and
-/// velocity `v` (`None` before the first step, taken as 0):
+/// One step on `var` with gradient `grad` (same shape) and velocity `v` (`None` before the
+/// first step, taken as 0); returns the new velocity:
 ///
 /// g = ∇ + λ·w,  v' = μ·v + g,  w' = w − η·(g + μ·v') (Nesterov) or w − η·v'.
 ///
-/// One pass for contiguous f32 or f64 tensors on the CPU; Candle's ops elsewhere.
+/// In place (`var` and the given velocity are overwritten) for contiguous f32 and f64 on
+/// the CPU; elsewhere Candle's ops and [`Var::set`].
 pub fn sgd_momentum_step(
-    w: &Tensor,
+    var: &Var,
     grad: &Tensor,
-    v: Option<&Tensor>,
+    v: Option<Tensor>,
     step: SgdStep,
-) -> Result<(Tensor, Tensor)> {
-    let fusable = w.device().is_cpu()
+) -> Result<Tensor> {
+    let w = var.as_tensor();
+    let grad = grad.detach().to_dtype(w.dtype())?.contiguous()?;
+    let in_place = w.device().is_cpu()
         && matches!(w.dtype(), DType::F32 | DType::F64)
-        && grad.dtype() == w.dtype()
-        && v.is_none_or(|v| v.dtype() == w.dtype() && v.dims() == w.dims())
-        && grad.dims() == w.dims();
-    if !fusable {
-        return composed(w, grad, v, step);
+        && w.is_contiguous()
+        && grad.dims() == w.dims()
+        && v.as_ref()
+            .is_none_or(|v| v.dtype() == w.dtype() && v.dims() == w.dims() && v.is_contiguous());
+    if !in_place {
+        let (w, v) = composed(&w.detach(), &grad, v.as_ref(), step)?;
+        var.set(&w)?;
+        return Ok(v);
     }
-    match w.dtype() {
-        DType::F32 => fused::<f32>(w, grad, v, step),
-        _ => fused::<f64>(w, grad, v, step),
+    let v = match v {
+        Some(v) => {
+            v.inplace_op3(&grad, w, &Velocity(step))?;
+            v
+        }
+        // The first velocity is g itself, in a buffer of its own (a later step overwrites
+        // it, and with λ = 0 `g` would be the gradient's).
+        None => decayed(&w.detach(), &grad, step)?.copy()?,
+    };
+    w.inplace_op3(&grad, &v, &Weight(step))?;
+    Ok(v)
+}
+
+/// `g = ∇ + λ·w` as Candle's ops (`∇` itself without decay).
+fn decayed(w: &Tensor, grad: &Tensor, s: SgdStep) -> Result<Tensor> {
+    if s.weight_decay > 0.0 {
+        grad + (w * s.weight_decay)?
+    } else {
+        Ok(grad.clone())
     }
 }
 
-/// The step as Candle's ops (any device and dtype).
+/// The step as Candle's ops (any device and dtype): `(w', v')`.
 fn composed(w: &Tensor, grad: &Tensor, v: Option<&Tensor>, s: SgdStep) -> Result<(Tensor, Tensor)> {
-    let g = if s.weight_decay > 0.0 {
-        (grad + (w * s.weight_decay)?)?
-    } else {
-        grad.clone()
-    };
+    let g = decayed(w, grad, s)?;
     let v = match v {
         Some(v) => ((v * s.momentum)? + &g)?,
         None => g.clone(),
@@ -74,53 +92,150 @@ fn composed(w: &Tensor, grad: &Tensor, v: Option<&Tensor>, s: SgdStep) -> Result
     Ok(((w - (update * s.lr)?)?, v))
 }
 
-/// The step in one pass over contiguous CPU storage of `T`.
-fn fused<T: Elem>(
-    w: &Tensor,
-    grad: &Tensor,
-    v: Option<&Tensor>,
-    s: SgdStep,
-) -> Result<(Tensor, Tensor)> {
-    // The new weight and velocity start as copies; the gradient is read in place.
-    let w_all = w.flatten_all()?.to_vec1::<T>()?;
-    let v_all = v.map(|v| v.flatten_all()?.to_vec1::<T>()).transpose()?;
-    let grad = grad.contiguous()?;
-    let (storage, layout) = grad.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("sgd_momentum_step: the gradient is not on the CPU");
-    };
-    let g_all = contiguous::<T>(cpu, layout, "sgd_momentum_step")?;
-    let (mu, wd, lr) = (
-        T::from_f64(s.momentum),
-        T::from_f64(s.weight_decay),
-        T::from_f64(s.lr),
-    );
-    let zero = T::zero();
-    let decay = s.weight_decay > 0.0;
-    let mut w_new = w_all;
-    let mut v_new = match v_all {
-        Some(v) => v,
-        None => vec![zero; w_new.len()],
-    };
-    let first = v.is_none();
-    w_new
-        .par_chunks_mut(CHUNK)
-        .zip(v_new.par_chunks_mut(CHUNK))
-        .zip(g_all.par_chunks(CHUNK))
-        .for_each(|((w, v), grad)| {
-            for ((w, v), &grad) in w.iter_mut().zip(v.iter_mut()).zip(grad) {
-                // Each line is the composed form's op, `x · s` being `x · s + 0`.
-                let g = if decay { grad + (*w * wd + zero) } else { grad };
-                *v = if first { g } else { (*v * mu + zero) + g };
-                let update = if s.nesterov { g + (*v * mu + zero) } else { *v };
-                *w = *w - (update * lr + zero);
-            }
-        });
-    let (shape, device) = (w.shape(), w.device());
+/// The constants of a step in `T` and `g` of one element, as the composed form rounds them.
+#[derive(Clone, Copy)]
+struct Consts<T> {
+    mu: T,
+    wd: T,
+    lr: T,
+    decay: bool,
+    nesterov: bool,
+}
+
+impl<T: Elem> Consts<T> {
+    fn of(s: SgdStep) -> Self {
+        Self {
+            mu: T::from_f64(s.momentum),
+            wd: T::from_f64(s.weight_decay),
+            lr: T::from_f64(s.lr),
+            decay: s.weight_decay > 0.0,
+            nesterov: s.nesterov,
+        }
+    }
+
+    /// `g = ∇ + (w · λ + 0)`.
+    #[inline(always)]
+    fn g(&self, grad: T, w: T) -> T {
+        if self.decay {
+            grad + (w * self.wd + T::zero())
+        } else {
+            grad
+        }
+    }
+}
+
+/// The two contiguous slices of `(storage, layout)` pairs an in-place op reads.
+fn sources<'a, T: Elem>(
+    name: &str,
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+) -> Result<(&'a [T], &'a [T])> {
     Ok((
-        Tensor::from_vec(w_new, shape, device)?,
-        Tensor::from_vec(v_new, shape, device)?,
+        crate::storage::contiguous::<T>(s2, l2, name)?,
+        crate::storage::contiguous::<T>(s3, l3, name)?,
     ))
+}
+
+/// The destination of an in-place op, f32 or f64 storage, as a contiguous mutable slice.
+fn destination<'a, T: Elem>(name: &str, all: &'a mut [T], l: &Layout) -> Result<&'a mut [T]> {
+    let Some((start, end)) = l.contiguous_offsets() else {
+        candle_core::bail!("{name}: the destination must be contiguous");
+    };
+    Ok(&mut all[start..end])
+}
+
+/// `v ← v · μ + 0 + g` on the velocity, from `(∇, w)`.
+struct Velocity(SgdStep);
+
+impl InplaceOp3 for Velocity {
+    fn name(&self) -> &'static str {
+        "sgd_momentum_velocity"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        fn run<T: Elem>(
+            s: SgdStep,
+            (s1, l1): (&mut [T], &Layout),
+            grad: (&CpuStorage, &Layout),
+            w: (&CpuStorage, &Layout),
+        ) -> Result<()> {
+            let name = "sgd_momentum_velocity";
+            let (grad, w) = sources::<T>(name, grad, w)?;
+            let v = destination::<T>(name, s1, l1)?;
+            let k = Consts::<T>::of(s);
+            v.par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK).zip(w.par_chunks(CHUNK)))
+                .for_each(|(v, (grad, w))| {
+                    for ((v, &grad), &w) in v.iter_mut().zip(grad).zip(w) {
+                        *v = (*v * k.mu + T::zero()) + k.g(grad, w);
+                    }
+                });
+            Ok(())
+        }
+        match s1 {
+            CpuStorage::F32(dst) => run::<f32>(self.0, (dst, l1), (s2, l2), (s3, l3)),
+            CpuStorage::F64(dst) => run::<f64>(self.0, (dst, l1), (s2, l2), (s3, l3)),
+            _ => candle_core::bail!("{}: f32 or f64 only", self.name()),
+        }
+    }
+}
+
+/// `w ← w − (u · η + 0)` on the weight, `u = g + (v' · μ + 0)` (Nesterov) or `v'`, from
+/// `(∇, v')`.
+struct Weight(SgdStep);
+
+impl InplaceOp3 for Weight {
+    fn name(&self) -> &'static str {
+        "sgd_momentum_weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        fn run<T: Elem>(
+            s: SgdStep,
+            (s1, l1): (&mut [T], &Layout),
+            grad: (&CpuStorage, &Layout),
+            v: (&CpuStorage, &Layout),
+        ) -> Result<()> {
+            let name = "sgd_momentum_weight";
+            let (grad, v) = sources::<T>(name, grad, v)?;
+            let w = destination::<T>(name, s1, l1)?;
+            let k = Consts::<T>::of(s);
+            w.par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+                .for_each(|(w, (grad, v))| {
+                    for ((w, &grad), &v) in w.iter_mut().zip(grad).zip(v) {
+                        let update = if k.nesterov {
+                            k.g(grad, *w) + (v * k.mu + T::zero())
+                        } else {
+                            v
+                        };
+                        *w -= update * k.lr + T::zero();
+                    }
+                });
+            Ok(())
+        }
+        match s1 {
+            CpuStorage::F32(dst) => run::<f32>(self.0, (dst, l1), (s2, l2), (s3, l3)),
+            CpuStorage::F64(dst) => run::<f64>(self.0, (dst, l1), (s2, l2), (s3, l3)),
+            _ => candle_core::bail!("{}: f32 or f64 only", self.name()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -147,8 +262,9 @@ mod tests {
         }
     }
 
-    /// Fused and composed agree to the bit over three steps, for both dtypes, with and
-    /// without Nesterov and weight decay, across several parallel chunks.
+    /// In place and composed agree to the bit over three steps, for both dtypes, with and
+    /// without Nesterov and weight decay, across several parallel chunks; the gradient is
+    /// left as it was.
     #[test]
     fn fused_and_composed_give_the_same_bits() {
         let dev = Device::Cpu;
@@ -164,20 +280,26 @@ mod tests {
                     .unwrap()
                     .to_dtype(dtype)
                     .unwrap();
-                let (mut wf, mut wc) = (w0.clone(), w0);
+                let var = Var::from_tensor(&w0).unwrap();
+                let mut wc = w0;
                 let (mut vf, mut vc): (Option<Tensor>, Option<Tensor>) = (None, None);
+                let mut grads = Vec::new();
                 for k in 0..3 {
                     let g = uniform(&[3, CHUNK + 17], 10 + k, &dev)
                         .unwrap()
                         .to_dtype(dtype)
                         .unwrap();
-                    let (w, v) = sgd_momentum_step(&wf, &g, vf.as_ref(), step).unwrap();
-                    (wf, vf) = (w, Some(v));
+                    grads.push((g.clone(), bits(&g)));
+                    vf = Some(sgd_momentum_step(&var, &g, vf.take(), step).unwrap());
                     let (w, v) = composed(&wc, &g, vc.as_ref(), step).unwrap();
                     (wc, vc) = (w, Some(v));
-                    assert_eq!(bits(&wf), bits(&wc), "{dtype:?} {step:?} step {k}: weights");
+                    let wf = var.as_tensor();
+                    assert_eq!(bits(wf), bits(&wc), "{dtype:?} {step:?} step {k}: weights");
                     let (vf, vc) = (vf.as_ref().unwrap(), vc.as_ref().unwrap());
                     assert_eq!(bits(vf), bits(vc), "{dtype:?} {step:?} step {k}: velocity");
+                }
+                for (g, before) in &grads {
+                    assert_eq!(&bits(g), before, "{dtype:?} {step:?}: a gradient changed");
                 }
             }
         }
@@ -188,16 +310,16 @@ mod tests {
     #[test]
     fn matches_the_formula() {
         let dev = Device::Cpu;
-        let w = Tensor::new(&[1.0f64], &dev).unwrap();
         let g = Tensor::new(&[0.5f64], &dev).unwrap();
         for (nesterov, want) in [(true, 0.886), (false, 0.94)] {
+            let w = Var::new(&[1.0f64], &dev).unwrap();
             let step = SgdStep {
                 momentum: 0.9,
                 weight_decay: 0.1,
                 nesterov,
                 lr: 0.1,
             };
-            let (w, v) = sgd_momentum_step(&w, &g, None, step).unwrap();
+            let v = sgd_momentum_step(&w, &g, None, step).unwrap();
             let (w, v) = (
                 w.to_vec1::<f64>().unwrap()[0],
                 v.to_vec1::<f64>().unwrap()[0],

@@ -3,6 +3,10 @@
 //! AVX-512 where the CPU has it (the crate is built for baseline x86-64, whose vectors are
 //! 4 floats wide).
 
+use num_traits::Float;
+
+use crate::storage::Elem;
+
 /// `exp(x)` in f32, within 2 ulp of the exact value on `[-87.3, 88.3]` and saturating
 /// outside it (`exp(-87.3) ≈ 1.2e-38`, the smallest normal f32's order; NaN stays NaN).
 ///
@@ -48,6 +52,56 @@ pub(crate) fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
         return unsafe { run(f) };
     }
     f()
+}
+
+/// The arithmetic an element type is computed in by vectorised loops: f32 for f32, f16 and
+/// bf16 (exact conversions, finer than their precision); f64 for f64.
+pub(crate) trait Lanes: Elem {
+    /// f32 for f32, f16 and bf16; f64 for f64.
+    type Lane: Float + Send + Sync;
+    /// The element in lane arithmetic.
+    fn load(self) -> Self::Lane;
+    /// A lane value rounded to the element type.
+    fn store(v: Self::Lane) -> Self;
+    /// `exp` in lane arithmetic: [`exp_f32`] for f32 lanes, the standard library's for f64.
+    fn lane_exp(v: Self::Lane) -> Self::Lane;
+}
+
+macro_rules! f32_lanes {
+    ($($t:ty),*) => {$(
+        impl Lanes for $t {
+            type Lane = f32;
+            #[inline(always)]
+            fn load(self) -> f32 {
+                num_traits::AsPrimitive::<f32>::as_(self)
+            }
+            #[inline(always)]
+            fn store(v: f32) -> Self {
+                num_traits::AsPrimitive::<$t>::as_(v)
+            }
+            #[inline(always)]
+            fn lane_exp(v: f32) -> f32 {
+                exp_f32(v)
+            }
+        }
+    )*};
+}
+f32_lanes!(f32, half::f16, half::bf16);
+
+impl Lanes for f64 {
+    type Lane = f64;
+    #[inline(always)]
+    fn load(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn store(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn lane_exp(v: f64) -> f64 {
+        v.exp()
+    }
 }
 
 #[cfg(test)]

@@ -138,19 +138,14 @@ impl Nag {
             let Some(grad) = grad else {
                 continue;
             };
-            // Detached: an update computed from the variable itself would record it in the
-            // graph, and each velocity would keep the previous step's tensors alive (the
-            // whole history, ~4 copies of the parameters a step).
-            let w = slot.var.as_tensor().detach();
-            let grad = grad.detach().to_dtype(w.dtype())?;
+            // In place on the CPU; the update records nothing in the graph either way.
             let step = ops::optim::SgdStep {
                 momentum: mu,
                 weight_decay: slot.weight_decay,
                 nesterov: self.cfg.nesterov,
                 lr: lr * slot.lr_mult,
             };
-            let (w, v) = ops::optim::sgd_momentum_step(&w, &grad, slot.velocity.as_ref(), step)?;
-            slot.var.set(&w)?;
+            let v = ops::optim::sgd_momentum_step(&slot.var, grad, slot.velocity.take(), step)?;
             slot.velocity = Some(v);
         }
         Ok(())

@@ -14,59 +14,13 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use num_traits::{Float, ToPrimitive as _, Zero as _};
 use rayon::prelude::*;
 
-use crate::storage::{contiguous, dispatch_float, Elem, SharedMut};
-use crate::vmath::{exp_f32, with_avx512};
+use crate::storage::{contiguous, dispatch_float, SharedMut};
+use crate::vmath::{with_avx512, Lanes};
 
 /// Pixels per tile.
 const TILE: usize = 64;
 /// Pixels per parallel task: a run of whole tiles of one image.
 const CHUNK: usize = 64 * TILE;
-
-/// How a logit element is computed with: the lane type of the tile loops and its `exp`.
-trait Logit: Elem {
-    /// f32 for f32, f16 and bf16; f64 for f64.
-    type Lane: Float + Send + Sync;
-    fn load(self) -> Self::Lane;
-    fn store(v: Self::Lane) -> Self;
-    fn lane_exp(v: Self::Lane) -> Self::Lane;
-}
-
-macro_rules! f32_lanes {
-    ($($t:ty),*) => {$(
-        impl Logit for $t {
-            type Lane = f32;
-            #[inline(always)]
-            fn load(self) -> f32 {
-                num_traits::AsPrimitive::<f32>::as_(self)
-            }
-            #[inline(always)]
-            fn store(v: f32) -> Self {
-                num_traits::AsPrimitive::<$t>::as_(v)
-            }
-            #[inline(always)]
-            fn lane_exp(v: f32) -> f32 {
-                exp_f32(v)
-            }
-        }
-    )*};
-}
-f32_lanes!(f32, half::f16, half::bf16);
-
-impl Logit for f64 {
-    type Lane = f64;
-    #[inline(always)]
-    fn load(self) -> f64 {
-        self
-    }
-    #[inline(always)]
-    fn store(v: f64) -> Self {
-        v
-    }
-    #[inline(always)]
-    fn lane_exp(v: f64) -> f64 {
-        v.exp()
-    }
-}
 
 /// One tile: pixels `p0..p0 + len` of an image's logits `(C, plane)`.
 struct Tile<'a, T> {
@@ -77,7 +31,7 @@ struct Tile<'a, T> {
     len: usize,
 }
 
-impl<T: Logit> Tile<'_, T> {
+impl<T: Lanes> Tile<'_, T> {
     /// Class `k`'s logits of the tile's pixels.
     #[inline(always)]
     fn row(&self, k: usize) -> &[T] {
@@ -152,7 +106,7 @@ fn tasks(n: usize, plane: usize) -> Vec<(usize, std::ops::Range<usize>)> {
 
 /// `(Σ losses, valid pixels)` over one task's pixels, `y` the image's labels.
 #[inline(always)]
-fn task_loss<T: Logit>(
+fn task_loss<T: Lanes>(
     x: &[T],
     task: (usize, std::ops::Range<usize>),
     y: &[u32],
@@ -185,7 +139,7 @@ fn task_loss<T: Logit>(
 /// # Safety
 /// `out` must address `N·C·plane` elements; no other thread may write this task's pixels.
 #[inline(always)]
-unsafe fn task_grad<T: Logit>(
+unsafe fn task_grad<T: Lanes>(
     x: &[T],
     task: (usize, std::ops::Range<usize>),
     y: &[u32],
@@ -346,7 +300,7 @@ impl CustomOp2 for PixelCrossEntropyGrad {
         let dims = (c, plane, self.ignore);
         let out = dispatch_float!("cross_entropy_2d_backward", s1, |T| {
             let x = contiguous::<T>(s1, l1, "cross_entropy_2d_backward")?;
-            let scale = <<T as Logit>::Lane as num_traits::NumCast>::from(scale)
+            let scale = <<T as Lanes>::Lane as num_traits::NumCast>::from(scale)
                 .expect("a finite f64 converts to f32 or f64");
             let total = n * c * plane;
             let mut out: Vec<T> = Vec::with_capacity(total);
