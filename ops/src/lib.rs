@@ -4,7 +4,8 @@
 //! - [`conv2d`]: 2-D convolution as per-image im2col + GEMM with both gradients as GEMMs,
 //!   exact for any input size (Candle's own `conv2d` backward assumes H and W share parity);
 //!   3×3 stride-1 convolutions with at least 64 channels take Winograd's F(2×2, 3×3)
-//!   (forward and input gradient) on the CPU.
+//!   (forward and both gradients) on the CPU, and so do dilated ones over their
+//!   interleaved sub-grids (ResNet's stages 3 and 4 at output stride 8).
 //! - [`conv2d_fused`]: the inference form `act(conv(x) + bias + residual)`, with batch norm's
 //!   shift, the shortcut and the [`Activation`] applied to each image's output right after
 //!   its GEMM (composed ops, with gradients, whenever something needs one).
@@ -23,9 +24,12 @@
 //!   totals and a closed-form backward (the composed version loses three digits of the
 //!   input gradient in f32);
 //!   [`batch_norm_train_act`] adds the residual and the activation in the same op.
+//! - [`loss::cross_entropy_2d`] (per-pixel, ignore label, fused, vectorised `exp`),
+//!   [`resize::resize_bilinear`] (both `align_corners` conventions) and
+//!   [`optim::sgd_momentum_step`] (the paper's NAG step, in place).
 //!
-//! [`plan`] is the one place that decides which kernel runs ([`plan::conv`]: Winograd, the
-//! padded AVX-512 kernel, im2col + GEMM, depthwise, blocked, composed), with every threshold
+//! [`plan`] is the one place that decides which kernel runs ([`plan::conv`]: Winograd (also
+//! over a dilated convolution's sub-grids), the padded AVX-512 kernel, im2col + GEMM, depthwise, blocked, composed), with every threshold
 //! a named constant.
 //!
 //! Off the CPU (CUDA with `--features cuda`) each op runs as Candle's own ops composed, checked
@@ -38,11 +42,11 @@
 // The layers of this crate, each importing only those below it (a test checks that no
 // module imports one that imports it back):
 // - shared types and helpers: `geometry`, `storage`, `epilogue`, `gemm`, `im2col`, `panel`,
-//   `strided`;
+//   `strided`, `vmath`;
 // - kernels, leaves that never import each other: `kernels::*` and `blocked`'s kernels;
 // - `plan`, which decides which kernel runs;
 // - the entry points `conv`, `pool`, `norm` (and `blocked`'s `BlockedConv`), which ask the
-//   plan and run the kernel.
+//   plan and run the kernel, and `loss`, `resize`, `optim`, which have one kernel each.
 
 pub mod blocked;
 pub mod boxes;

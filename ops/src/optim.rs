@@ -57,14 +57,14 @@ pub fn sgd_momentum_step(
     }
     let v = match v {
         Some(v) => {
-            v.inplace_op3(&grad, w, &Velocity(step))?;
+            v.inplace_op3(&grad, w, &InPlace(step, Pass::Velocity))?;
             v
         }
         // The first velocity is g itself, in a buffer of its own (a later step overwrites
         // it, and with λ = 0 `g` would be the gradient's).
         None => decayed(&w.detach(), &grad, step)?.copy()?,
     };
-    w.inplace_op3(&grad, &v, &Weight(step))?;
+    w.inplace_op3(&grad, &v, &InPlace(step, Pass::Weight))?;
     Ok(v)
 }
 
@@ -144,57 +144,58 @@ fn destination<'a, T: Elem>(name: &str, all: &'a mut [T], l: &Layout) -> Result<
     Ok(&mut all[start..end])
 }
 
-/// `v ← v · μ + 0 + g` on the velocity, from `(∇, w)`.
-struct Velocity(SgdStep);
+/// Which of the step's two passes an in-place op makes.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// `v ← (v · μ + 0) + g` on the velocity, from `(∇, w)`.
+    Velocity,
+    /// `w ← w − (u · η + 0)` on the weight, `u = g + (v' · μ + 0)` (Nesterov) or `v'`, from
+    /// `(∇, v')`.
+    Weight,
+}
 
-impl InplaceOp3 for Velocity {
-    fn name(&self) -> &'static str {
-        "sgd_momentum_velocity"
-    }
+/// One pass of the step, in place on its destination.
+struct InPlace(SgdStep, Pass);
 
-    fn cpu_fwd(
+impl InPlace {
+    /// The pass over f32 or f64 storage: `dst` and the two sources.
+    fn run<T: Elem>(
         &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
+        (dst, l): (&mut [T], &Layout),
+        grad: (&CpuStorage, &Layout),
+        other: (&CpuStorage, &Layout),
     ) -> Result<()> {
-        fn run<T: Elem>(
-            s: SgdStep,
-            (s1, l1): (&mut [T], &Layout),
-            grad: (&CpuStorage, &Layout),
-            w: (&CpuStorage, &Layout),
-        ) -> Result<()> {
-            let name = "sgd_momentum_velocity";
-            let (grad, w) = sources::<T>(name, grad, w)?;
-            let v = destination::<T>(name, s1, l1)?;
-            let k = Consts::<T>::of(s);
-            v.par_chunks_mut(CHUNK)
-                .zip(grad.par_chunks(CHUNK).zip(w.par_chunks(CHUNK)))
-                .for_each(|(v, (grad, w))| {
-                    for ((v, &grad), &w) in v.iter_mut().zip(grad).zip(w) {
-                        *v = (*v * k.mu + T::zero()) + k.g(grad, w);
-                    }
-                });
-            Ok(())
-        }
-        match s1 {
-            CpuStorage::F32(dst) => run::<f32>(self.0, (dst, l1), (s2, l2), (s3, l3)),
-            CpuStorage::F64(dst) => run::<f64>(self.0, (dst, l1), (s2, l2), (s3, l3)),
-            _ => candle_core::bail!("{}: f32 or f64 only", self.name()),
-        }
+        let name = self.name();
+        let (grad, other) = sources::<T>(name, grad, other)?;
+        let dst = destination::<T>(name, dst, l)?;
+        let (k, pass) = (Consts::<T>::of(self.0), self.1);
+        dst.par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK).zip(other.par_chunks(CHUNK)))
+            .for_each(|(dst, (grad, other))| {
+                for ((d, &grad), &o) in dst.iter_mut().zip(grad).zip(other) {
+                    *d = match pass {
+                        Pass::Velocity => (*d * k.mu + T::zero()) + k.g(grad, o),
+                        Pass::Weight => {
+                            let update = if k.nesterov {
+                                k.g(grad, *d) + (o * k.mu + T::zero())
+                            } else {
+                                o
+                            };
+                            *d - (update * k.lr + T::zero())
+                        }
+                    };
+                }
+            });
+        Ok(())
     }
 }
 
-/// `w ← w − (u · η + 0)` on the weight, `u = g + (v' · μ + 0)` (Nesterov) or `v'`, from
-/// `(∇, v')`.
-struct Weight(SgdStep);
-
-impl InplaceOp3 for Weight {
+impl InplaceOp3 for InPlace {
     fn name(&self) -> &'static str {
-        "sgd_momentum_weight"
+        match self.1 {
+            Pass::Velocity => "sgd_momentum_velocity",
+            Pass::Weight => "sgd_momentum_weight",
+        }
     }
 
     fn cpu_fwd(
@@ -206,33 +207,9 @@ impl InplaceOp3 for Weight {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        fn run<T: Elem>(
-            s: SgdStep,
-            (s1, l1): (&mut [T], &Layout),
-            grad: (&CpuStorage, &Layout),
-            v: (&CpuStorage, &Layout),
-        ) -> Result<()> {
-            let name = "sgd_momentum_weight";
-            let (grad, v) = sources::<T>(name, grad, v)?;
-            let w = destination::<T>(name, s1, l1)?;
-            let k = Consts::<T>::of(s);
-            w.par_chunks_mut(CHUNK)
-                .zip(grad.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
-                .for_each(|(w, (grad, v))| {
-                    for ((w, &grad), &v) in w.iter_mut().zip(grad).zip(v) {
-                        let update = if k.nesterov {
-                            k.g(grad, *w) + (v * k.mu + T::zero())
-                        } else {
-                            v
-                        };
-                        *w -= update * k.lr + T::zero();
-                    }
-                });
-            Ok(())
-        }
         match s1 {
-            CpuStorage::F32(dst) => run::<f32>(self.0, (dst, l1), (s2, l2), (s3, l3)),
-            CpuStorage::F64(dst) => run::<f64>(self.0, (dst, l1), (s2, l2), (s3, l3)),
+            CpuStorage::F32(dst) => self.run::<f32>((dst, l1), (s2, l2), (s3, l3)),
+            CpuStorage::F64(dst) => self.run::<f64>((dst, l1), (s2, l2), (s3, l3)),
             _ => candle_core::bail!("{}: f32 or f64 only", self.name()),
         }
     }

@@ -43,7 +43,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if crate::plan::cpu_has_avx512f() {
+    if is_x86_feature_detected!("avx512f") {
         #[target_feature(enable = "avx512f")]
         unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
             f()
